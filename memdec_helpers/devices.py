@@ -1,0 +1,45 @@
+"""Device, precision and seeding: the few lines every stage needs, in one place."""
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """`auto`/None -> cuda if available else cpu. Asking for cuda without it raises ValueError."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device='cuda' was asked for but CUDA is not available on this machine; "
+            "use device='auto' or 'cpu' (or pick a GPU runtime in Colab)"
+        )
+    return device
+
+
+def autocast_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for `device`: bf16 where supported, else fp16, on CUDA; None on CPU."""
+    if device.type != "cuda" or dtype == "float32":
+        return None
+    if dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, dtype)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """An autocast context on CUDA with `dtype`, or a no-op."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

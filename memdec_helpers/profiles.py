@@ -1,0 +1,162 @@
+"""Profiles: every knob of the course in one dataclass, loaded from a YAML file.
+
+A profile is data, not code: `tiny` (offline, CPU, the CI profile), `cpu`, `colab` and `gpu`
+live as YAML files next to this module. `load_profile("auto")` picks one for the machine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+PROFILE_NAMES = ("tiny", "cpu", "colab", "gpu")
+
+
+@dataclass
+class Profile:
+    """Every knob the course uses. Defaults are the tiny world's; YAML files override them."""
+
+    name: str = "tiny"
+    # --- data -------------------------------------------------------------------------
+    domain_corpus: str = "bundled:kjv"  # "bundled:<name>" or "hub:<dataset>[/<config>]"
+    general_corpus: str = "bundled:shakespeare"  # what the tiny base models were trained on
+    validation_fraction: float = 0.05  # share of documents (by tokens) held out, per split
+    test_fraction: float = 0.05
+    split_seed: int = 0
+    max_train_tokens: int | None = None  # cap on the datastore corpus (None: all of it)
+    max_eval_tokens: int | None = None  # cap on validation and test each
+    # --- models -----------------------------------------------------------------------
+    tokenizer: str = "bundled:tiny-bpe"
+    base_models: list[str] = field(
+        default_factory=lambda: ["bundled:tiny-gpt2-small", "bundled:tiny-gpt2-medium"]
+    )
+    base_model_revision: str | None = None
+    # --- windows ----------------------------------------------------------------------
+    context_length: int = 128
+    stride: int = 64
+    batch_size: int = 32  # forward passes (keys, log-probs)
+    # --- datastore and search ---------------------------------------------------------
+    key_layer: str = "mlp_input"  # "mlp_input" (paper) or "final_hidden"
+    index_type: str = "flat"  # "flat" | "ivf_flat" | "ivfpq"
+    ivf_nlist: int = 256
+    pq_code_bytes: int = 64
+    nprobe: int = 32
+    index_train_size: int = 100_000
+    k: int = 64
+    knn_temperature: float = 10.0
+    knn_lambda_grid: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    knn_temperature_grid: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0])
+    target_top_m: int = 32
+    # --- Memory Decoder ---------------------------------------------------------------
+    memdec_init: str = "base:0"  # "scratch", "base:<i>" or a save_pretrained folder
+    memdec_layers: int = 4
+    memdec_dim: int = 128
+    memdec_heads: int = 4
+    beta: float = 0.5
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    train_steps: int = 400
+    train_batch_size: int = 16
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    alpha_grid: list[float] = field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    )
+    # --- run --------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16" (autocast on CUDA)
+    artifacts_dir: str = "artifacts"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def subset(self, *names: str) -> dict[str, Any]:
+        """The knobs `names` as a dict: what a stage's manifest hashes."""
+        return {n: getattr(self, n) for n in names}
+
+
+KNOBS = {f.name: f for f in dataclasses.fields(Profile)}
+
+
+def in_colab() -> bool:
+    return "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ
+
+
+def resolve_auto() -> str:
+    """`auto`: colab in Colab with a GPU, gpu with CUDA elsewhere, else tiny."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "colab" if in_colab() else "gpu"
+    return "tiny"
+
+
+def _check_overrides(overrides: dict[str, Any], source: str) -> None:
+    unknown = sorted(set(overrides) - set(KNOBS))
+    if unknown:
+        raise ValueError(
+            f"unknown profile knob(s) {unknown} in {source}; "
+            f"allowed knobs are: {', '.join(sorted(KNOBS))}"
+        )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"profile file {path} must hold a mapping of knob: value")
+    return data
+
+
+def _validate(p: Profile) -> None:
+    def need(cond: bool, knob: str, allowed: str) -> None:
+        if not cond:
+            raise ValueError(f"profile knob {knob}={getattr(p, knob)!r} is invalid: {allowed}")
+
+    need(0.0 <= p.beta <= 1.0, "beta", "must be in [0, 1]")
+    need(all(0.0 <= a <= 1.0 for a in p.alpha_grid), "alpha_grid", "values must be in [0, 1]")
+    need(all(0.0 <= a <= 1.0 for a in p.knn_lambda_grid), "knn_lambda_grid", "values in [0, 1]")
+    need(p.knn_temperature > 0, "knn_temperature", "must be > 0")
+    need(all(t > 0 for t in p.knn_temperature_grid), "knn_temperature_grid", "values > 0")
+    need(p.context_length > 1, "context_length", "must be > 1")
+    need(0 < p.stride <= p.context_length, "stride", "must be in (0, context_length]")
+    need(p.k >= 1, "k", "must be >= 1")
+    need(1 <= p.target_top_m <= p.k, "target_top_m", "must be in [1, k]")
+    need(p.key_layer in ("mlp_input", "final_hidden"), "key_layer", "use mlp_input or final_hidden")
+    need(p.index_type in ("flat", "ivf_flat", "ivfpq"), "index_type", "use flat, ivf_flat or ivfpq")
+    need(p.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
+    need(p.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
+         "use auto, float32, bfloat16 or float16")
+    need(len(p.base_models) >= 1, "base_models", "list at least one base model")
+    need(p.train_steps >= 1 and p.train_batch_size >= 1, "train_steps", "must be >= 1")
+
+
+def load_profile(name: str = "tiny", **overrides: Any) -> Profile:
+    """Load a profile by name (`tiny`, `cpu`, `colab`, `gpu`, `auto`) or YAML path, then
+    apply keyword overrides. Unknown names or knobs raise ValueError."""
+    if name == "auto":
+        name = resolve_auto()
+    path = Path(name)
+    if name in PROFILE_NAMES:
+        path = PROFILE_DIR / f"{name}.yaml"
+    elif not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        raise ValueError(
+            f"unknown profile {name!r}: use one of {', '.join(PROFILE_NAMES + ('auto',))} "
+            "or the path of an existing .yaml file"
+        )
+    values = _read_yaml(path)
+    _check_overrides(values, str(path))
+    _check_overrides(overrides, "load_profile() overrides")
+    values.setdefault("name", path.stem)
+    values.update(overrides)
+    profile = Profile(**values)
+    _validate(profile)
+    return profile
