@@ -131,7 +131,7 @@ def heldout_ppl(model, tokens: np.ndarray, length: int = 128, stride: int = 64) 
 
 
 def train_model(name: str, spec: dict, splits: dict, minutes: float, batch: int = 32,
-                length: int = 128) -> None:
+                length: int = 128, resume: bool = False) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
@@ -140,7 +140,13 @@ def train_model(name: str, spec: dict, splits: dict, minutes: float, batch: int 
                         n_embd=spec["n_embd"], n_head=spec["n_head"], bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id, resid_pdrop=0.1, embd_pdrop=0.1,
                         attn_pdrop=0.1)
-    model = GPT2LMHeadModel(config)
+    out = DATA / "models" / name
+    if resume and out.exists():  # continue pretraining the shipped weights at half the peak lr
+        model = GPT2LMHeadModel.from_pretrained(out, dtype=torch.float32)
+        spec = {**spec, "lr": spec["lr"] / 2}
+    else:
+        model = GPT2LMHeadModel(config)
+    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], weight_decay=0.1, betas=(0.9, 0.95))
     rng = np.random.default_rng(0)
     # estimate the number of steps that fit the time budget from a few timed steps
@@ -166,7 +172,6 @@ def train_model(name: str, spec: dict, splits: dict, minutes: float, batch: int 
             print(f"{name} step {step} loss {loss.item():.3f} {time.time() - start:.0f}s", flush=True)
         step += 1
     model.eval()
-    out = DATA / "models" / name
     model.half().save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     set_tokenizer_class(out)
@@ -188,6 +193,7 @@ def main() -> None:
     parser.add_argument("step", choices=["corpora", "tokenizer", "models", "report"])
     parser.add_argument("--minutes", type=float, help="training budget per model (default: per spec)")
     parser.add_argument("--only", choices=list(MODEL_SPECS), help="train one model only")
+    parser.add_argument("--resume", action="store_true", help="continue from the shipped weights")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.step == "corpora":
@@ -199,7 +205,7 @@ def main() -> None:
         print({s: len(t) for s, t in splits.items()}, "Shakespeare tokens")
         for name, spec in MODEL_SPECS.items():
             if args.only in (None, name):
-                train_model(name, spec, splits, args.minutes or spec["minutes"])
+                train_model(name, spec, splits, args.minutes or spec["minutes"], resume=args.resume)
     else:
         report()
 

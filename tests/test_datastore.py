@@ -1,0 +1,119 @@
+"""Datastore: keys are the right hidden states, values the next tokens; streaming and resume."""
+import numpy as np
+import pytest
+import torch
+
+from memdec_helpers.datastore import (build_datastore, check_datastore_matches, extract_keys,
+                                      load_datastore)
+from memdec_helpers.windows import plan_windows, scored_mask
+
+
+def reference_keys(model, tokens, key_layer):
+    """Keys from one full forward pass, computed without hooks."""
+    ids = torch.as_tensor(tokens, dtype=torch.long)[None]
+    with torch.no_grad():
+        hidden = model(ids, output_hidden_states=True).hidden_states
+        if key_layer == "final_hidden":
+            return hidden[-1][0].numpy()
+        last = model.transformer.h[-1]
+        x = hidden[-2]  # the input of the last block
+        h = x + last.attn(last.ln_1(x))[0]  # residual after attention
+        return last.ln_2(h)[0].numpy()  # the MLP's input
+
+
+@pytest.mark.parametrize("key_layer", ["mlp_input", "final_hidden"])
+def test_short_sequence_keys_equal_one_forward_pass(gpt2, token_ids, key_layer):
+    tokens = token_ids[:50]
+    keys, vals = extract_keys(gpt2, tokens, 64, 32, key_layer=key_layer)
+    assert keys.dtype == np.float16 and vals.dtype == np.int32
+    assert keys.shape == (49, gpt2.config.n_embd)
+    np.testing.assert_array_equal(vals, tokens[1:])
+    ref = reference_keys(gpt2, tokens, key_layer)[:-1]
+    np.testing.assert_allclose(keys.astype(np.float32), ref, atol=2e-3, rtol=2e-3)
+
+
+def test_long_sequence_keys_follow_the_window_plan(gpt2, token_ids):
+    keys, vals = extract_keys(gpt2, token_ids, 32, 16, batch_size=3)
+    np.testing.assert_array_equal(vals, token_ids[1:])
+    plan = plan_windows(len(token_ids), 32, 16)
+    expected = np.full(keys.shape, np.nan, dtype=np.float32)
+    for start, row in zip(plan.starts, scored_mask(plan.first_scored, plan.length).numpy()):
+        window = reference_keys(gpt2, token_ids[start:start + plan.length], "mlp_input")[:-1]
+        expected[start + np.flatnonzero(row)] = window[row]
+    assert not np.isnan(expected).any()
+    np.testing.assert_allclose(keys.astype(np.float32), expected, atol=2e-3, rtol=2e-3)
+
+
+def small_profile(profile):
+    profile.context_length, profile.stride, profile.batch_size = 32, 16, 4
+    return profile
+
+
+def test_build_equals_extract_and_is_reused(profile, gpt2, token_ids):
+    profile = small_profile(profile)
+    store = build_datastore(profile, gpt2, token_ids, "m", progress=False)
+    keys, vals = extract_keys(gpt2, token_ids, 32, 16)
+    np.testing.assert_array_equal(np.asarray(store.keys), keys)
+    np.testing.assert_array_equal(np.asarray(store.vals), vals)
+    mtime = (store.path / "keys.f16").stat().st_mtime_ns
+    again = build_datastore(profile, gpt2, token_ids, "m", progress=False)
+    assert (again.path / "keys.f16").stat().st_mtime_ns == mtime  # reused, not rebuilt
+    profile.key_layer = "final_hidden"
+    changed = build_datastore(profile, gpt2, token_ids, "m", progress=False)
+    assert changed.manifest["config"]["key_layer"] == "final_hidden"
+    assert not np.array_equal(np.asarray(changed.keys), keys)
+
+
+def test_interrupted_build_resumes_to_identical_files(profile, gpt2, token_ids, monkeypatch):
+    profile = small_profile(profile)
+    clean = build_datastore(profile, gpt2, token_ids, "m", progress=False)
+    clean_bytes = (clean.path / "keys.f16").read_bytes()
+    profile.artifacts_dir += "-2"
+    calls = {"n": 0}
+    block = gpt2.transformer.h[-1].mlp
+
+    def die_after_three(module, args):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("killed")
+
+    handle = block.register_forward_pre_hook(die_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        build_datastore(profile, gpt2, token_ids, "m", progress=False)
+    handle.remove()
+    with pytest.raises(ValueError, match="no finished datastore"):
+        load_datastore(clean.path.parents[1].parent / "artifacts-2" / "tiny" / "datastore")
+    counted = {"n": 0}
+    handle = block.register_forward_pre_hook(lambda m, a: counted.__setitem__("n", counted["n"] + 1))
+    resumed = build_datastore(profile, gpt2, token_ids, "m", progress=False)
+    handle.remove()
+    assert (resumed.path / "keys.f16").read_bytes() == clean_bytes
+    total_batches = -(-plan_windows(len(token_ids), 32, 16).num_windows // 4)
+    assert counted["n"] == total_batches - 3  # continued after the 3 finished batches
+
+
+def test_truncated_keys_file_is_detected(profile, gpt2, token_ids):
+    store = build_datastore(small_profile(profile), gpt2, token_ids, "m", progress=False)
+    with open(store.path / "keys.f16", "r+b") as fh:
+        fh.truncate(100)
+    with pytest.raises(ValueError, match="truncated"):
+        load_datastore(store.path)
+
+
+def test_datastore_from_another_model_is_refused(profile, gpt2, token_ids):
+    store = build_datastore(small_profile(profile), gpt2, token_ids, "model-a", progress=False)
+    check_datastore_matches(store, "model-a", gpt2.config.n_embd)
+    with pytest.raises(ValueError, match="rebuild"):
+        check_datastore_matches(store, "model-b", gpt2.config.n_embd)
+
+
+def test_nan_keys_are_refused(gpt2, token_ids):
+    with torch.no_grad():
+        gpt2.transformer.h[-1].ln_2.weight[0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        extract_keys(gpt2, token_ids[:40], 32, 16)
+
+
+def test_too_short_corpus_is_refused(gpt2):
+    with pytest.raises(ValueError, match="shorter"):
+        extract_keys(gpt2, np.array([5]), 32, 16)

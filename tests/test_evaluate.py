@@ -1,0 +1,120 @@
+"""Evaluation: sliding-window log-probs vs full forward passes; mixing vs probability space."""
+import numpy as np
+import pytest
+import torch
+
+from memdec_helpers.evaluate import (cached_token_logprobs, format_table, mix_logprobs, perplexity,
+                                     results_table, sweep, token_logprobs)
+from memdec_helpers.windows import plan_windows, scored_mask
+
+
+def full_forward_logprobs(model, tokens):
+    ids = torch.as_tensor(tokens, dtype=torch.long)[None]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+    return logp.gather(-1, ids[0, 1:, None]).squeeze(-1).numpy()
+
+
+def test_short_sequence_equals_one_forward_pass(gpt2, token_ids):
+    tokens = token_ids[:40]
+    got = token_logprobs(gpt2, tokens, context_length=64, stride=32)
+    np.testing.assert_allclose(got, full_forward_logprobs(gpt2, tokens), atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [16, 32, 31])
+def test_long_sequence_equals_per_position_reference(gpt2, token_ids, stride):
+    """Every position is scored once, from exactly the context its window gives it."""
+    got = token_logprobs(gpt2, token_ids, context_length=32, stride=stride, batch_size=5)
+    plan = plan_windows(len(token_ids), 32, stride)
+    mask = scored_mask(plan.first_scored, plan.length).numpy()
+    expected = np.full(len(token_ids) - 1, np.nan)
+    for start, row in zip(plan.starts, mask):
+        window = full_forward_logprobs(gpt2, token_ids[start:start + plan.length])
+        expected[start + np.flatnonzero(row)] = window[row]
+    assert not np.isnan(expected).any()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_stride_barely_moves_the_perplexity(gpt2, token_ids):
+    a = perplexity(token_logprobs(gpt2, token_ids, 64, 32))
+    b = perplexity(token_logprobs(gpt2, token_ids, 64, 16))
+    assert abs(a - b) / a < 0.02
+
+
+def test_context_longer_than_model_is_refused(gpt2, token_ids):
+    with pytest.raises(ValueError, match="context_length"):
+        token_logprobs(gpt2, token_ids, context_length=128, stride=64)
+
+
+def test_nan_logits_are_refused(gpt2, token_ids):
+    with torch.no_grad():
+        gpt2.lm_head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        token_logprobs(gpt2, token_ids[:20], 16, 8)
+
+
+def test_mix_matches_probability_space():
+    rng = np.random.default_rng(0)
+    base, mem = np.log(rng.uniform(1e-6, 1, 50)), np.log(rng.uniform(1e-6, 1, 50))
+    for alpha in (0.0, 0.3, 0.8, 1.0):
+        expected = np.log(alpha * np.exp(mem) + (1 - alpha) * np.exp(base))
+        np.testing.assert_allclose(mix_logprobs(base, mem, alpha), expected, rtol=1e-12)
+    np.testing.assert_array_equal(mix_logprobs(base, mem, 0.0), base)
+    np.testing.assert_array_equal(mix_logprobs(base, mem, 1.0), mem)
+
+
+def test_mix_handles_minus_inf_and_extremes_and_torch():
+    base = np.array([-1.0, -2000.0, -np.inf])
+    mem = np.array([-np.inf, -2001.0, -3.0])
+    out = mix_logprobs(base, mem, 0.25)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[0], -1.0 + np.log(0.75))
+    np.testing.assert_allclose(out[1], np.logaddexp(-2001 + np.log(0.25), -2000 + np.log(0.75)))
+    t = mix_logprobs(torch.tensor(base), torch.tensor(mem), 0.25)
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), out)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5])
+def test_mix_rejects_bad_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        mix_logprobs(np.zeros(3), np.zeros(3), alpha)
+
+
+def test_mix_rejects_shape_mismatch():
+    with pytest.raises(ValueError, match="shape"):
+        mix_logprobs(np.zeros(3), np.zeros(4), 0.5)
+
+
+def test_perplexity_and_empty():
+    lp = np.log([0.5, 0.25])
+    assert perplexity(lp) == pytest.approx(np.exp(-lp.mean()))
+    with pytest.raises(ValueError, match="empty"):
+        perplexity([])
+
+
+def test_sweep_and_results_table_choose_on_validation():
+    rng = np.random.default_rng(1)
+    val = {"base": np.log(rng.uniform(0.01, 0.5, 200)), "memdec": np.log(rng.uniform(0.01, 0.9, 200))}
+    test = {k: v[::-1].copy() for k, v in val.items()}
+    val["knn"] = {1.0: np.log(rng.uniform(0, 1, 200)), 10.0: np.log(rng.uniform(0.2, 1, 200))}
+    test["knn"] = {t: v[::-1].copy() for t, v in val["knn"].items()}
+    grid = [0.0, 0.25, 0.5, 0.75, 1.0]
+    s = sweep(val["base"], val["memdec"], grid)
+    brute = [perplexity(np.log(w * np.exp(val["memdec"]) + (1 - w) * np.exp(val["base"]))) for w in grid]
+    assert s["best"] == grid[int(np.argmin(brute))]
+    rows = {r["method"]: r for r in results_table(val, test, grid, grid)}
+    assert rows["base + kNN-LM"]["temperature"] == 10.0  # the better temperature on validation
+    assert rows["base + MemDec"]["weight"] == s["best"]
+    assert "| base + MemDec |" in format_table(list(rows.values()))
+
+
+def test_cache_is_reused_and_rebuilt_when_tokens_change(profile, gpt2, token_ids):
+    profile.context_length, profile.stride = 32, 16
+    first = cached_token_logprobs(profile, "m", gpt2, token_ids, "val", "model-a", progress=False)
+    with torch.no_grad():
+        gpt2.lm_head.weight.mul_(2)  # a changed model with the same id would be reused ...
+    again = cached_token_logprobs(profile, "m", gpt2, token_ids, "val", "model-a", progress=False)
+    np.testing.assert_array_equal(first, again)
+    other = cached_token_logprobs(profile, "m", gpt2, token_ids[:100], "val", "model-a", progress=False)
+    np.testing.assert_allclose(other, token_logprobs(gpt2, token_ids[:100], 32, 16), atol=1e-6)
