@@ -1,0 +1,283 @@
+"""The nearest-neighbour index over the datastore keys: faiss, squared L2 on the raw keys.
+
+`flat` is exact search (the small profiles); `ivf_flat` searches only the `nprobe` nearest of
+`nlist` k-means cells; `ivfpq` also compresses every key to `pq_code_bytes` bytes (paper scale:
+4096 lists, 64-byte codes, nprobe 32). Keys are never normalized: kNN-LM and Memory Decoder use
+plain squared Euclidean distance.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from .artifacts import (atomic_path, clear_stage, read_manifest, stage_dir, stage_is_current,
+                        write_manifest)
+
+INDEX_TYPES = ("flat", "ivf_flat", "ivfpq")
+INDEX_FILE = "index.faiss"
+ADD_CHUNK = 65_536  # keys converted to float32 and added per step (bounded memory)
+MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
+PQ_CENTROIDS = 256  # 8-bit sub-quantizers: 256 codewords each, need >= 256 training keys
+
+# Which stage manifest made an index object (faiss objects take no new attributes): lets the
+# targets stage record the identity of the index it searched.
+_MANIFEST_HASH: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+# ----------------------------------------------------------------------------- build and load
+def index_config(profile: Any, datastore: Any) -> dict[str, Any]:
+    """Everything the index file depends on: the datastore's identity and the relevant knobs."""
+    n, d = datastore.keys.shape
+    config = {"datastore": datastore.manifest["config_hash"], "n": int(n), "dim": int(d),
+              "index_type": profile.index_type}
+    if profile.index_type != "flat":
+        config.update(ivf_nlist=profile.ivf_nlist, index_train_size=profile.index_train_size,
+                      seed=profile.seed)
+    if profile.index_type == "ivfpq":
+        config["pq_code_bytes"] = profile.pq_code_bytes
+    return config
+
+
+def check_datastore(datastore: Any) -> tuple[int, int]:
+    """(N, d) of a datastore-like object; ValueError if keys/vals do not line up."""
+    keys, vals = datastore.keys, datastore.vals
+    if keys.ndim != 2 or vals.ndim != 1 or len(keys) != len(vals):
+        raise ValueError(
+            f"datastore keys must be [N, d] and vals [N]; got keys {tuple(keys.shape)} and vals "
+            f"{tuple(vals.shape)} (rebuild the datastore)"
+        )
+    if len(keys) == 0:
+        raise ValueError("datastore is empty (N = 0): build it from a non-empty corpus")
+    return int(keys.shape[0]), int(keys.shape[1])
+
+
+def effective_nlist(nlist: int, n_train: int) -> int:
+    """nlist clamped so every k-means cell gets >= 39 training keys (faiss's own rule of thumb)."""
+    return max(1, min(nlist, n_train // MIN_POINTS_PER_LIST))
+
+
+def _check_index_knobs(profile: Any, n: int, d: int) -> None:
+    """ValueError for index knobs that cannot work with this datastore, before any work."""
+    kind = profile.index_type
+    if kind not in INDEX_TYPES:
+        raise ValueError(f"index_type={kind!r}: use one of {INDEX_TYPES}")
+    if kind == "flat":
+        return
+    if profile.ivf_nlist < 1 or profile.index_train_size < 1 or profile.nprobe < 1:
+        raise ValueError(
+            f"ivf_nlist={profile.ivf_nlist}, index_train_size={profile.index_train_size} and "
+            f"nprobe={profile.nprobe} must all be >= 1"
+        )
+    if kind == "ivfpq":
+        m = profile.pq_code_bytes
+        if m < 1 or d % m != 0:
+            raise ValueError(
+                f"pq_code_bytes={m} must divide the key size d={d} (one 8-bit sub-quantizer per "
+                f"byte, each over d/pq_code_bytes dimensions); use a divisor of {d} such as "
+                f"{_divisors_near(d, m)}"
+            )
+        n_train = min(profile.index_train_size, n)
+        if n_train < PQ_CENTROIDS:
+            raise ValueError(
+                f"ivfpq needs >= {PQ_CENTROIDS} training keys for its 8-bit codebooks but has "
+                f"{n_train} (N={n}, index_train_size={profile.index_train_size}); use "
+                "index_type='flat' or 'ivf_flat' for a datastore this small"
+            )
+
+
+def _divisors_near(d: int, m: int) -> list[int]:
+    divisors = [x for x in range(1, d + 1) if d % x == 0]
+    return sorted(divisors, key=lambda x: abs(x - m))[:3]
+
+
+def training_sample(keys: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """float32 [min(size, N), d]: a seeded random sample of keys (sorted rows: memmap-friendly)."""
+    n = len(keys)
+    if size >= n:
+        return np.ascontiguousarray(keys, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    return np.ascontiguousarray(keys[rows], dtype=np.float32)
+
+
+def factory_string(profile: Any, d: int, n_train: int) -> str:
+    """The faiss index_factory description of the profile's index (L2 metric)."""
+    if profile.index_type == "flat":
+        return "Flat"
+    nlist = effective_nlist(profile.ivf_nlist, n_train)
+    if nlist < profile.ivf_nlist:
+        warnings.warn(
+            f"ivf_nlist={profile.ivf_nlist} is too many lists for {n_train} training keys; "
+            f"using nlist={nlist} (>= {MIN_POINTS_PER_LIST} keys per list)", stacklevel=3)
+    if profile.index_type == "ivf_flat":
+        return f"IVF{nlist},Flat"
+    return f"IVF{nlist},PQ{profile.pq_code_bytes}x8"
+
+
+def set_nprobe(index: Any, nprobe: int) -> None:
+    """Search the `nprobe` nearest lists of an IVF index (clamped to nlist); no-op when flat."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = int(min(nprobe, ivf.nlist))
+
+
+def add_keys(index: Any, keys: np.ndarray, progress: bool) -> None:
+    """Add all keys in float32 chunks, so the datastore is never held in float32 at once."""
+    starts = range(0, len(keys), ADD_CHUNK)
+    for start in tqdm(starts, desc="index add", disable=not progress):
+        index.add(np.ascontiguousarray(keys[start:start + ADD_CHUNK], dtype=np.float32))
+
+
+def make_index(profile: Any, keys: np.ndarray, progress: bool = False) -> Any:
+    """A trained, filled faiss index over `keys` [N, d] as the profile describes (in memory)."""
+    n, d = keys.shape
+    _check_index_knobs(profile, n, d)
+    n_train = min(profile.index_train_size, n)
+    index = faiss.index_factory(d, factory_string(profile, d, n_train), faiss.METRIC_L2)
+    if not index.is_trained:
+        index.train(training_sample(keys, n_train, profile.seed))
+    add_keys(index, keys, progress)
+    set_nprobe(index, profile.nprobe)
+    return index
+
+
+def build_index(profile: Any, datastore: Any, progress: bool = True) -> Any:
+    """Build (or reuse, when its manifest matches) the faiss index of the datastore's keys."""
+    n, d = check_datastore(datastore)
+    _check_index_knobs(profile, n, d)
+    config = index_config(profile, datastore)
+    directory = stage_dir(profile, "index")
+    if stage_is_current(directory, config):
+        index = load_index(directory / INDEX_FILE)
+    else:
+        clear_stage(directory)
+        index = make_index(profile, datastore.keys, progress)
+        with atomic_path(directory / INDEX_FILE) as tmp:
+            faiss.write_index(index, str(tmp))
+        ivf = faiss.try_extract_index_ivf(index)
+        write_manifest(directory, config, ntotal=int(index.ntotal), dim=d,
+                       faiss_type=type(index).__name__, nlist=ivf.nlist if ivf else None,
+                       faiss_version=faiss.__version__)
+        _MANIFEST_HASH[index] = read_manifest(directory)["config_hash"]
+    set_nprobe(index, profile.nprobe)
+    return index
+
+
+def load_index(path: str | Path) -> Any:
+    """Read a faiss index (file, or a stage folder holding index.faiss); corrupt -> ValueError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / INDEX_FILE
+    if not path.is_file():
+        raise ValueError(f"no index at {path}; build it first with build_index(profile, datastore)")
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as err:
+        raise ValueError(
+            f"the index file {path} is corrupted or truncated ({str(err).splitlines()[-1][:200]});"
+            f" delete the folder {path.parent} and rebuild it with build_index"
+        ) from None
+    manifest = read_manifest(path.parent)
+    if manifest is not None:
+        _MANIFEST_HASH[index] = manifest["config_hash"]
+    return index
+
+
+def index_identity(index: Any) -> dict[str, Any]:
+    """What a search result depends on: the index's stage manifest hash (when it came from
+    build_index/load_index), its type, size and nprobe."""
+    ivf = faiss.try_extract_index_ivf(index)
+    return {"index": _MANIFEST_HASH.get(index), "faiss_type": type(index).__name__,
+            "d": int(index.d), "ntotal": int(index.ntotal),
+            "nprobe": int(ivf.nprobe) if ivf is not None else None}
+
+
+# ----------------------------------------------------------------------------------- search
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    return x if isinstance(x, np.ndarray) else np.asarray(x)
+
+
+def check_search_args(index: Any, queries: np.ndarray, k: int, batch_size: int) -> None:
+    """ValueError (naming the argument and the fix) for queries/k that the index cannot serve."""
+    if queries.ndim != 2 or queries.shape[0] == 0:
+        raise ValueError(f"queries must be a non-empty [Q, d] array; got shape {queries.shape}")
+    if not np.issubdtype(queries.dtype, np.floating):
+        raise ValueError(f"queries must be floating point keys; got dtype {queries.dtype}")
+    if queries.shape[1] != index.d:
+        raise ValueError(
+            f"query key dimension {queries.shape[1]} != index dimension index.d={index.d}: the "
+            "queries must come from the same model and key_layer as the datastore"
+        )
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k={k!r} must be an integer >= 1")
+    if k > index.ntotal:
+        raise ValueError(
+            f"k={k} neighbours asked for but the index holds only index.ntotal={index.ntotal} "
+            f"keys; use k <= {index.ntotal} or build a larger datastore"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+
+
+def search(index: Any, queries: Any, k: int, batch_size: int = 4096,
+           progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest keys of every query: (squared-L2 distances float32 [Q, k], indices int64 [Q, k])."""
+    queries = _as_numpy(queries)
+    check_search_args(index, queries, k, batch_size)
+    q = len(queries)
+    distances = np.empty((q, k), dtype=np.float32)  # [Q, k]
+    indices = np.empty((q, k), dtype=np.int64)  # [Q, k]
+    for start in tqdm(range(0, q, batch_size), desc="search", disable=not progress):
+        batch = np.ascontiguousarray(queries[start:start + batch_size], dtype=np.float32)
+        if not np.isfinite(batch).all():
+            raise ValueError(
+                f"queries[{start}:{start + len(batch)}] contain NaN or inf; the keys are broken "
+                "(recompute them in float32 or rebuild the datastore)"
+            )
+        distances[start:start + len(batch)], indices[start:start + len(batch)] = index.search(
+            batch, k)
+    _check_all_found(index, indices, k)
+    return distances, indices
+
+
+def _check_all_found(index: Any, indices: np.ndarray, k: int) -> None:
+    """An IVF search that visits too few lists returns -1 for missing neighbours: refuse it."""
+    missing = indices < 0
+    if missing.any():
+        rows = int(missing.any(axis=1).sum())
+        ivf = faiss.try_extract_index_ivf(index)
+        nprobe = ivf.nprobe if ivf is not None else None
+        raise ValueError(
+            f"{rows} queries got fewer than k={k} neighbours: the nprobe={nprobe} lists searched "
+            "hold too few keys; raise profile.nprobe (or lower k)"
+        )
+
+
+def recall_at_k(approx_indices: np.ndarray, exact_indices: np.ndarray) -> float:
+    """Share of the exact k nearest neighbours that the approximate search also returned."""
+    a, e = np.sort(approx_indices, axis=1), np.sort(exact_indices, axis=1)  # [Q, k]
+    hits = (a[:, :, None] == e[:, None, :]).any(axis=2)  # [Q, k]
+    return float(hits.mean())
+
+
+def distance_bytes(n: int, d: int) -> int:
+    """Bytes a flat float32 index needs for N keys of size d (to explain why IVF-PQ at scale)."""
+    return int(n) * int(d) * 4
+
+
+def pq_bytes(n: int, code_bytes: int) -> int:
+    """Bytes of IVF-PQ codes plus 8-byte ids for N keys."""
+    return int(n) * (int(code_bytes) + 8)
+
+
+__all__ = ["INDEX_TYPES", "build_index", "load_index", "search", "make_index", "index_config",
+           "index_identity", "recall_at_k", "set_nprobe", "effective_nlist", "distance_bytes",
+           "pq_bytes", "math"][:-1]

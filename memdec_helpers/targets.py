@@ -1,0 +1,145 @@
+"""Training targets: the sparse top-m kNN distribution of every datastore position.
+
+For position i the query is keys[i]; its own entry (same *position*, distance 0) is always in the
+datastore and is removed by position: the seed notebook and the official code drop the first hit
+blindly, which removes the wrong neighbour whenever another key ties with it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .artifacts import (atomic_write_json, clear_stage, open_memmap, read_manifest, stage_dir,
+                        stage_is_current, write_manifest)
+from .index import search
+from .knn import knn_distribution, top_m
+
+CHUNK = 8192
+
+
+@dataclass
+class Targets:
+    path: Path
+    ids: np.ndarray  # [N, m] int32
+    probs: np.ndarray  # [N, m] float16, rows sum to 1 (renormalized top-m)
+    mass: np.ndarray  # [N] float16, p_kNN mass of the top-m before renormalization
+    manifest: dict
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_targets(path: str | Path) -> Targets:
+    path = Path(path)
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise ValueError(f"{path} holds no finished targets (no manifest.json); build them first")
+    n, m = manifest["n"], manifest["m"]
+    return Targets(path, open_memmap(path / "ids.i32", np.int32, (n, m)),
+                   open_memmap(path / "probs.f16", np.float16, (n, m)),
+                   open_memmap(path / "mass.f16", np.float16, (n,)), manifest)
+
+
+def mean_retained_mass(targets: Targets) -> float:
+    """Average share of p_kNN kept by the top-m truncation."""
+    return float(np.mean(targets.mass, dtype=np.float64))
+
+
+def sparse_targets(distances: np.ndarray, tokens: np.ndarray, temperature: float,
+                   m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-m of p_kNN per row: ids int32 [B, m], renormalized probs float32 [B, m], mass [B]."""
+    ids, probs = knn_distribution(torch.from_numpy(distances), torch.from_numpy(tokens), temperature)
+    ids, probs = top_m(ids, probs.double(), m)
+    mass = probs.sum(dim=1)  # [B]
+    return ids.int().numpy(), (probs / mass[:, None]).float().numpy(), mass.float().numpy()
+
+
+def drop_self(distances: np.ndarray, indices: np.ndarray, positions: np.ndarray):
+    """Remove from each row the neighbour whose datastore row is the query's own position
+    (or the farthest one if it was not retrieved), leaving k of k+1."""
+    own = indices == positions[:, None]  # [B, k+1]
+    keep = ~own
+    keep[~own.any(axis=1), -1] = False
+    rows, k = len(indices), indices.shape[1] - 1
+    return distances[keep].reshape(rows, k), indices[keep].reshape(rows, k)
+
+
+def build_targets(profile: Any, datastore: Any, index: Any, progress: bool = True,
+                  stage: str = "targets") -> Targets:
+    """Targets for every datastore position (self excluded by position); resumable; cached."""
+    config = {"datastore": datastore.manifest["config_hash"], "index": index_fingerprint(index),
+              **profile.subset("k", "knn_temperature", "target_top_m")}
+    return _build(profile, stage, config, datastore.keys, index, datastore.vals, True, progress)
+
+
+def build_eval_targets(profile: Any, index: Any, datastore: Any, query_keys: np.ndarray,
+                       name: str, progress: bool = False) -> Targets:
+    """Targets for held-out queries (validation): no self-exclusion, they are not in the store."""
+    config = {"datastore": datastore.manifest["config_hash"], "index": index_fingerprint(index),
+              "queries": _array_hash(query_keys),
+              **profile.subset("k", "knn_temperature", "target_top_m")}
+    return _build(profile, f"targets-{name}", config, query_keys, index, datastore.vals, False,
+                  progress)
+
+
+def index_fingerprint(index: Any) -> str:
+    return f"{type(index).__name__}:{index.ntotal}:{index.d}:{getattr(index, 'nprobe', 0)}"
+
+
+def _array_hash(array: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: Any,
+           vals: np.ndarray, exclude_self: bool, progress: bool) -> Targets:
+    from tqdm.auto import tqdm
+
+    k, m = profile.k, profile.target_top_m
+    if k + int(exclude_self) > index.ntotal:
+        raise ValueError(f"k={k} is larger than the datastore ({index.ntotal} keys); "
+                         f"use k <= {index.ntotal - int(exclude_self)}")
+    directory = stage_dir(profile, stage)
+    if stage_is_current(directory, config):
+        return load_targets(directory)
+    n = len(queries)
+    done = _resume_point(directory, config)
+    mode = "r+" if done else "w+"
+    ids = open_memmap(directory / ".ids.i32.part", np.int32, (n, m), mode)
+    probs = open_memmap(directory / ".probs.f16.part", np.float16, (n, m), mode)
+    mass = open_memmap(directory / ".mass.f16.part", np.float16, (n,), mode)
+    vals = np.asarray(vals)
+    for lo in tqdm(range(done, n, CHUNK), desc="targets", disable=not progress,
+                   initial=done // CHUNK, total=-(-n // CHUNK)):
+        hi = min(lo + CHUNK, n)
+        distances, indices = search(index, queries[lo:hi], k + int(exclude_self))
+        if exclude_self:
+            distances, indices = drop_self(distances, indices, np.arange(lo, hi))
+        ids[lo:hi], probs[lo:hi], mass[lo:hi] = sparse_targets(
+            distances, vals[indices], profile.knn_temperature, m)
+        for array in (ids, probs, mass):
+            array.flush()
+        atomic_write_json(directory / ".progress.json", {"config": config, "rows_done": hi})
+    del ids, probs, mass
+    for name in ("ids.i32", "probs.f16", "mass.f16"):
+        (directory / f".{name}.part").rename(directory / name)
+    (directory / ".progress.json").unlink(missing_ok=True)
+    write_manifest(directory, config, n=n, m=m)
+    return load_targets(directory)
+
+
+def _resume_point(directory: Path, config: dict) -> int:
+    """Rows already written by an interrupted build with this config (else clear and 0)."""
+    progress = directory / ".progress.json"
+    if progress.exists() and (directory / ".ids.i32.part").exists():
+        state = json.loads(progress.read_text())
+        if state.get("config") == config:
+            return int(state["rows_done"])
+    clear_stage(directory)
+    return 0

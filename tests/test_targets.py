@@ -1,0 +1,124 @@
+"""Training targets: self-exclusion by position, equality with a brute-force reference, resume."""
+import math
+from collections import defaultdict
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from memdec_helpers import targets as targets_module
+from memdec_helpers.index import build_index
+from memdec_helpers.targets import build_eval_targets, build_targets, mean_retained_mass
+
+
+def datastore(keys, vals, name="ds"):
+    return SimpleNamespace(keys=keys.astype(np.float16), vals=vals.astype(np.int32), path=None,
+                           manifest={"config_hash": name, "n": len(keys), "dim": keys.shape[1]})
+
+
+def brute_force_row(keys, vals, i, k, temperature, m):
+    """p_kNN for query i without its own position, top-m renormalized, as a dict."""
+    d = ((keys - keys[i]) ** 2).sum(1)
+    d[i] = np.inf
+    order = np.argsort(d, kind="stable")[:k]
+    w = np.exp(-(d[order] - d[order].min()) / temperature)
+    p = defaultdict(float)
+    for wi, ti in zip(w / w.sum(), vals[order]):
+        p[int(ti)] += wi
+    top = sorted(p.items(), key=lambda kv: -kv[1])[:m]
+    mass = sum(v for _, v in top)
+    return {t: v / mass for t, v in top}, mass
+
+
+@pytest.fixture
+def small(profile):
+    profile.k, profile.target_top_m, profile.knn_temperature = 8, 4, 2.0
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(300, 8)).astype(np.float16).astype(np.float64)
+    vals = rng.integers(0, 12, 300)
+    return profile, keys, vals
+
+
+def test_targets_equal_brute_force(small):
+    profile, keys, vals = small
+    store = datastore(keys, vals)
+    t = build_targets(profile, store, build_index(profile, store, progress=False), progress=False)
+    assert t.ids.shape == (300, 4) and t.ids.dtype == np.int32 and t.probs.dtype == np.float16
+    for i in range(300):
+        want, mass = brute_force_row(keys, vals, i, 8, 2.0, 4)
+        got = {int(a): float(b) for a, b in zip(t.ids[i], t.probs[i]) if b > 0}
+        assert got.keys() <= want.keys()
+        for tok, p in want.items():
+            assert got.get(tok, 0.0) == pytest.approx(p, abs=2e-3)
+        assert float(t.mass[i]) == pytest.approx(mass, abs=2e-3)
+    np.testing.assert_allclose(t.probs.astype(np.float64).sum(1), 1.0, atol=3e-3)
+    assert 0 < mean_retained_mass(t) <= 1
+
+
+def test_self_is_excluded_by_position_not_by_rank(profile):
+    """Query 1 has an exact duplicate at row 0, so row 0 may come back first: dropping 'the first
+    hit' would remove row 0 and keep the query itself; dropping by position removes row 1."""
+    profile.k, profile.target_top_m, profile.knn_temperature = 2, 2, 1.0
+    keys = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [9.0, 9.0]])
+    vals = np.array([7, 3, 5, 6])
+    store = datastore(keys, vals)
+    t = build_targets(profile, store, build_index(profile, store, progress=False), progress=False)
+    row = dict(zip(t.ids[1].tolist(), t.probs[1].astype(float).tolist()))
+    assert row.get(3, 0.0) == 0.0  # its own next token is not a target ...
+    assert row[7] > 0.99  # ... the duplicate's is
+    row0 = dict(zip(t.ids[0].tolist(), t.probs[0].astype(float).tolist()))
+    assert row0[3] > 0.99 and row0.get(7, 0.0) == 0.0
+
+
+def test_rebuild_on_config_change(small):
+    profile, keys, vals = small
+    store = datastore(keys, vals)
+    index = build_index(profile, store, progress=False)
+    first = np.array(build_targets(profile, store, index, progress=False).probs)
+    profile.knn_temperature = 50.0
+    second = build_targets(profile, store, index, progress=False)
+    assert second.manifest["config"]["knn_temperature"] == 50.0
+    assert not np.array_equal(first, np.asarray(second.probs))
+
+
+def test_interrupted_build_resumes_to_identical_files(small, monkeypatch, tmp_path):
+    profile, keys, vals = small
+    keys = np.random.default_rng(3).normal(size=(2500, 8))
+    vals = np.random.default_rng(4).integers(0, 30, 2500)
+    store = datastore(keys, vals)
+    monkeypatch.setattr(targets_module, "CHUNK", 512)
+    index = build_index(profile, store, progress=False)
+    clean = build_targets(profile, store, index, progress=False)
+    clean_bytes = [(clean.path / f).read_bytes() for f in ("ids.i32", "probs.f16", "mass.f16")]
+    profile.artifacts_dir = str(tmp_path / "second")
+    real, calls = targets_module.search, {"n": 0}
+
+    def dying_search(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(targets_module, "search", dying_search)
+    with pytest.raises(KeyboardInterrupt):
+        build_targets(profile, store, index, progress=False)
+    calls["n"] = 10  # from now on never die; count the chunks the rerun still needs
+    resumed = build_targets(profile, store, index, progress=False)
+    assert calls["n"] == 10 + 3  # chunks 3, 4, 5 of 5 only: the first two were kept
+    assert [(resumed.path / f).read_bytes() for f in ("ids.i32", "probs.f16", "mass.f16")] == clean_bytes
+
+
+def test_k_larger_than_datastore_is_refused(small):
+    profile, keys, vals = small
+    store = datastore(keys[:5], vals[:5])
+    with pytest.raises(ValueError, match="k=8"):
+        build_targets(profile, store, build_index(profile, store, progress=False), progress=False)
+
+
+def test_eval_targets_keep_every_neighbour(small):
+    profile, keys, vals = small
+    store = datastore(keys, vals)
+    index = build_index(profile, store, progress=False)
+    t = build_eval_targets(profile, index, store, keys[:10].astype(np.float32), "val")
+    row = dict(zip(t.ids[0].tolist(), t.probs[0].astype(float).tolist()))
+    assert row[int(vals[0])] > 0  # the query's own entry is a legitimate neighbour here
