@@ -7,7 +7,6 @@ plain squared Euclidean distance.
 """
 from __future__ import annotations
 
-import math
 import warnings
 import weakref
 from pathlib import Path
@@ -213,8 +212,9 @@ def check_search_args(index: Any, queries: np.ndarray, k: int, batch_size: int) 
         raise ValueError(f"queries must be floating point keys; got dtype {queries.dtype}")
     if queries.shape[1] != index.d:
         raise ValueError(
-            f"query key dimension {queries.shape[1]} != index dimension index.d={index.d}: the "
-            "queries must come from the same model and key_layer as the datastore"
+            f"queries have key size {queries.shape[1]} but the index holds keys of size "
+            f"{index.d} (index.d): the queries must come from the same model and key_layer as "
+            "the datastore"
         )
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k={k!r} must be an integer >= 1")
@@ -280,4 +280,4 @@ def pq_bytes(n: int, code_bytes: int) -> int:
 
 __all__ = ["INDEX_TYPES", "build_index", "load_index", "search", "make_index", "index_config",
            "index_identity", "recall_at_k", "set_nprobe", "effective_nlist", "distance_bytes",
-           "pq_bytes", "math"][:-1]
+           "pq_bytes"]
