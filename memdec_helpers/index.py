@@ -139,6 +139,8 @@ def make_index(profile: Any, keys: np.ndarray, progress: bool = False) -> Any:
     _check_index_knobs(profile, n, d)
     n_train = min(profile.index_train_size, n)
     index = faiss.index_factory(d, factory_string(profile, d, n_train), faiss.METRIC_L2)
+    if isinstance(index, faiss.IndexIVFPQ):
+        index.do_polysemous_training = False  # index_factory turns it on; we never use it (slow)
     if not index.is_trained:
         index.train(training_sample(keys, n_train, profile.seed))
     add_keys(index, keys, progress)

@@ -23,6 +23,15 @@ def _check_inputs(distances: torch.Tensor, neighbor_tokens: torch.Tensor, temper
         )
     if distances.numel() == 0:
         raise ValueError("distances is empty: need at least one query (B >= 1) and k >= 1")
+    if neighbor_tokens.is_floating_point() or neighbor_tokens.dtype == torch.bool:
+        raise ValueError(f"neighbor_tokens must hold integer token ids; got {neighbor_tokens.dtype}")
+    if (neighbor_tokens < 0).any():
+        raise ValueError("neighbor_tokens contain negative ids (a failed search returns -1); "
+                         "token ids must be >= 0")
+    if distances.is_floating_point() and torch.isnan(distances).any():
+        raise ValueError("distances contain NaN; the keys or queries are broken (rebuild them)")
+    if (distances == torch.inf).all(dim=1).any():
+        raise ValueError("a row of distances is all inf: every row needs one finite distance")
 
 
 def neighbor_weights(distances: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -86,13 +95,29 @@ def knn_token_logprobs(distances: Any, neighbor_tokens: Any, targets: Any,
 
 def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarray,
                     next_tokens: np.ndarray, temperatures: Sequence[float], k: int,
-                    progress: bool = False) -> dict[float, np.ndarray]:
-    """temperature -> per-token log p_kNN(next token); one search serves every temperature."""
+                    progress: bool = False, batch_size: int = 4096) -> dict[float, np.ndarray]:
+    """temperature -> per-token log p_kNN(next token) [Q]; one search per query batch serves
+    every temperature, and only a batch's [b, k] neighbours are ever held in memory."""
+    from tqdm.auto import tqdm
+
     from .index import search
 
-    distances, indices = search(index, query_keys, k, progress=progress)
-    tokens = np.asarray(datastore_vals)[indices]  # [Q, k]
-    return {float(t): knn_token_logprobs(distances, tokens, next_tokens, t) for t in temperatures}
+    temperatures = [float(t) for t in temperatures]
+    if not temperatures or not min(temperatures) > 0:
+        raise ValueError(f"temperatures={temperatures}: give at least one, all > 0")
+    next_tokens = np.asarray(next_tokens)
+    if len(query_keys) == 0 or len(query_keys) != len(next_tokens):
+        raise ValueError(f"query_keys ({len(query_keys)}) and next_tokens ({len(next_tokens)}) "
+                         "must be non-empty and have one entry per query")
+    vals = np.asarray(datastore_vals)
+    out = {t: np.empty(len(next_tokens), dtype=np.float32) for t in temperatures}
+    for lo in tqdm(range(0, len(next_tokens), batch_size), desc="kNN-LM", disable=not progress):
+        hi = min(lo + batch_size, len(next_tokens))
+        distances, indices = search(index, query_keys[lo:hi], k)  # [b, k]
+        tokens = vals[indices]  # [b, k]
+        for t in temperatures:
+            out[t][lo:hi] = knn_token_logprobs(distances, tokens, next_tokens[lo:hi], t)
+    return out
 
 
 def top_m(token_ids: torch.Tensor, probs: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:

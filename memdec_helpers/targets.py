@@ -16,7 +16,7 @@ import torch
 
 from .artifacts import (atomic_write_json, clear_stage, open_memmap, read_manifest, stage_dir,
                         stage_is_current, write_manifest)
-from .index import search
+from .index import index_identity, search
 from .knn import knn_distribution, top_m
 
 CHUNK = 8192
@@ -87,8 +87,10 @@ def build_eval_targets(profile: Any, index: Any, datastore: Any, query_keys: np.
                   progress)
 
 
-def index_fingerprint(index: Any) -> str:
-    return f"{type(index).__name__}:{index.ntotal}:{index.d}:{getattr(index, 'nprobe', 0)}"
+def index_fingerprint(index: Any) -> dict[str, Any]:
+    """The index's stage hash (nlist, training sample, ... when it came from build_index or
+    load_index), type, size and nprobe: any change means new neighbours, so new targets."""
+    return index_identity(index)
 
 
 def _array_hash(array: np.ndarray) -> str:
@@ -102,6 +104,11 @@ def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: A
     from tqdm.auto import tqdm
 
     k, m = profile.k, profile.target_top_m
+    if queries.ndim != 2 or queries.shape[1] != index.d or len(vals) != index.ntotal:
+        raise ValueError(
+            f"the index (ntotal={index.ntotal}, d={index.d}) does not belong to this datastore "
+            f"(N={len(vals)}, queries {tuple(queries.shape)}); rebuild it with build_index"
+        )
     if k + int(exclude_self) > index.ntotal:
         raise ValueError(f"k={k} is larger than the datastore ({index.ntotal} keys); "
                          f"use k <= {index.ntotal - int(exclude_self)}")
@@ -125,7 +132,8 @@ def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: A
             distances, vals[indices], profile.knn_temperature, m)
         for array in (ids, probs, mass):
             array.flush()
-        atomic_write_json(directory / ".progress.json", {"config": config, "rows_done": hi})
+        atomic_write_json(directory / ".progress.json", {"config": config, "rows_done": hi,
+                                                         "chunk": CHUNK})
     del ids, probs, mass
     for name in ("ids.i32", "probs.f16", "mass.f16"):
         (directory / f".{name}.part").rename(directory / name)
@@ -139,7 +147,7 @@ def _resume_point(directory: Path, config: dict) -> int:
     progress = directory / ".progress.json"
     if progress.exists() and (directory / ".ids.i32.part").exists():
         state = json.loads(progress.read_text())
-        if state.get("config") == config:
+        if state.get("config") == config and state.get("chunk", CHUNK) == CHUNK:
             return int(state["rows_done"])
     clear_stage(directory)
     return 0

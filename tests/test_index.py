@@ -81,3 +81,58 @@ def test_search_errors(profile):
         search(index, np.zeros((2, 8), np.float32), 50)
     with pytest.raises(ValueError, match="NaN"):
         search(index, np.full((2, 8), np.nan, np.float32), 3)
+
+
+def test_keys_added_in_chunks_give_the_same_index(profile, monkeypatch):
+    import memdec_helpers.index as index_module
+
+    store = fake_datastore(np.random.default_rng(0).normal(size=(1000, 8)))
+    monkeypatch.setattr(index_module, "ADD_CHUNK", 128)  # 8 float32 chunks, never all at once
+    index = build_index(profile, store, progress=False)
+    assert index.ntotal == 1000
+    q = np.random.default_rng(3).normal(size=(20, 8)).astype(np.float32)
+    _, want = brute_force(store.keys.astype(np.float64), q.astype(np.float64), 5)
+    assert all(set(a) == set(b) for a, b in zip(search(index, q, 5)[1], want))
+
+
+def test_small_datastore_clamps_nlist_and_says_so(profile):
+    from memdec_helpers.index import index_identity
+
+    profile.index_type, profile.ivf_nlist, profile.nprobe = "ivf_flat", 256, 4
+    store = fake_datastore(clustered_keys(1000, 16))
+    with pytest.warns(UserWarning, match="nlist=25"):  # 1000 keys // 39 per list
+        index = build_index(profile, store, progress=False)
+    import faiss
+
+    assert faiss.extract_index_ivf(index).nlist == 25
+    assert index_identity(index)["nprobe"] == 4 and index_identity(index)["index"] is not None
+
+
+def test_index_identity_changes_with_the_index_knobs(profile):
+    from memdec_helpers.index import index_identity
+
+    profile.index_type, profile.ivf_nlist = "ivf_flat", 8
+    store = fake_datastore(clustered_keys(2000, 16))
+    first = index_identity(build_index(profile, store, progress=False))
+    profile.ivf_nlist = 16
+    assert index_identity(build_index(profile, store, progress=False)) != first
+
+
+def test_too_few_probes_is_an_error_not_minus_one(profile):
+    profile.index_type, profile.ivf_nlist, profile.nprobe = "ivf_flat", 20, 1
+    store = fake_datastore(clustered_keys(1000, 16, clusters=20))
+    index = build_index(profile, store, progress=False)
+    with pytest.raises(ValueError, match="nprobe"):
+        search(index, store.keys[:50].astype(np.float32), 200)  # one list holds ~50 keys
+
+
+def test_ivfpq_needs_enough_training_keys(profile, tmp_path):
+    profile.index_type, profile.ivf_nlist, profile.pq_code_bytes = "ivfpq", 4, 8
+    with pytest.raises(ValueError, match="training keys"):
+        build_index(profile, fake_datastore(clustered_keys(200, 32)), progress=False)
+    assert not any((tmp_path / "artifacts").rglob("index.faiss"))  # refused before any write
+
+
+def test_load_index_without_a_file(tmp_path):
+    with pytest.raises(ValueError, match="build it first"):
+        load_index(tmp_path)

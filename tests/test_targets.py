@@ -122,3 +122,18 @@ def test_eval_targets_keep_every_neighbour(small):
     t = build_eval_targets(profile, index, store, keys[:10].astype(np.float32), "val")
     row = dict(zip(t.ids[0].tolist(), t.probs[0].astype(float).tolist()))
     assert row[int(vals[0])] > 0  # the query's own entry is a legitimate neighbour here
+
+
+def test_targets_follow_the_index_and_refuse_a_foreign_one(small):
+    profile, keys, vals = small
+    profile.index_type, profile.ivf_nlist, profile.nprobe = "ivf_flat", 4, 4
+    store = datastore(keys, vals)
+    first = build_targets(profile, store, build_index(profile, store, progress=False),
+                          progress=False)
+    profile.ivf_nlist = 2  # a different index: its neighbours, hence the targets, may differ
+    second = build_targets(profile, store, build_index(profile, store, progress=False),
+                           progress=False)
+    assert second.manifest["config_hash"] != first.manifest["config_hash"]
+    other = datastore(keys[:100], vals[:100], "other")
+    with pytest.raises(ValueError, match="does not belong"):
+        build_targets(profile, store, build_index(profile, other, progress=False), progress=False)
