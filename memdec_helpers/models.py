@@ -1,6 +1,7 @@
 """Base models and tokenizers: the tiny ones bundled in the package, or hub models by name."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,22 @@ def load_base_model(profile: Any, which: int = 0, device: str | None = None) -> 
     model = _pretrained(AutoModelForCausalLM, name, f"base model {name!r}",
                         dtype=torch.float32, **revision)
     tokenizer = _pretrained(AutoTokenizer, name, f"tokenizer of {name!r}", **revision)
-    model.config._name_or_path = name  # stable identity for manifests (not a local path)
+    model.config._name_or_path = name + weights_fingerprint(name)  # identity for manifests
     target = resolve_device(device or profile.device)
     return model.to(target).eval(), tokenizer
+
+
+def weights_fingerprint(name: str) -> str:
+    """`@<hash>` of a local model's weights file (so retrained weights invalidate caches);
+    empty for hub models, whose name and revision identify them."""
+    path = Path(resolve_model_path(name))
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return "@" + digest.hexdigest()[:10]
 
 
 def model_id(model: Any) -> str:

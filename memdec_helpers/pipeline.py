@@ -1,0 +1,160 @@
+"""The course's stages as one-line calls: each builds its artifact, or reuses it by manifest.
+
+Every notebook can run on its own: asking for the targets builds the datastore and index first
+if they are missing or stale. Models and token streams are memoised for the session.
+"""
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+import torch
+
+from .artifacts import stage_dir
+from .corpus import load_corpus
+from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
+from .devices import resolve_device, seed_everything
+from .evaluate import cached_token_logprobs, results_table, format_table
+from .index import build_index
+from .knn import knn_lm_logprobs
+from .memdec import build_memory_decoder, check_same_vocabulary
+from .models import base_model_name, count_parameters, load_base_model, model_id
+from .profiles import Profile, load_profile
+from .targets import Targets, build_eval_targets, build_targets
+from .train import train_memory_decoder
+
+
+def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: Any) -> Profile:
+    """Load the profile (a name, a YAML path or a Profile), seed everything, say where we run."""
+    if isinstance(profile, Profile):
+        profile = load_profile(profile.name, **{**profile.to_dict(), **overrides, "name": profile.name}) \
+            if overrides else profile
+    else:
+        profile = load_profile(profile, **overrides)
+    seed_everything(profile.seed)
+    if verbose:
+        device = resolve_device(profile.device)
+        gpu = f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""
+        print(f"profile {profile.name!r} on {device.type}{gpu}; torch {torch.__version__}, "
+              f"Python {platform.python_version()}; base models {profile.base_models}")
+    return profile
+
+
+def _key(profile: Profile, *names: str) -> tuple:
+    return (profile.name, profile.artifacts_dir, *(repr(getattr(profile, n)) for n in names))
+
+
+_MODELS: dict[tuple, tuple[Any, Any]] = {}
+
+
+def base(profile: Profile, which: int = 0) -> tuple[Any, Any]:
+    """(model, tokenizer) of base model `which`, loaded once per session."""
+    key = (base_model_name(profile, which), profile.device, profile.base_model_revision)
+    if key not in _MODELS:
+        _MODELS[key] = load_base_model(profile, which)
+    return _MODELS[key]
+
+
+def corpus(profile: Profile) -> dict[str, np.ndarray]:
+    """train/validation/test token ids of the domain corpus."""
+    return load_corpus(profile, progress=False)
+
+
+def datastore(profile: Profile, progress: bool = True) -> Datastore:
+    """Keys from base model 0 over the domain training split."""
+    model, _ = base(profile, 0)
+    store = build_datastore(profile, model, corpus(profile)["train"], model_id(model), progress)
+    check_datastore_matches(store, model_id(model), key_dim(model))
+    return store
+
+
+def index(profile: Profile, progress: bool = True) -> Any:
+    return build_index(profile, datastore(profile, progress), progress)
+
+
+def targets(profile: Profile, progress: bool = True) -> Targets:
+    """Sparse top-m kNN targets for every training position (self excluded by position)."""
+    return build_targets(profile, datastore(profile, progress), index(profile, progress), progress)
+
+
+_EVAL_KEYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def eval_keys(profile: Profile, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Query keys and next tokens of a held-out split (small: kept in memory, memoised)."""
+    key = (*_key(profile, "context_length", "stride", "key_layer", "base_models",
+                 "max_eval_tokens", "domain_corpus"), split)
+    if key not in _EVAL_KEYS:
+        model, _ = base(profile, 0)
+        _EVAL_KEYS[key] = extract_keys(model, corpus(profile)[split], profile.context_length,
+                                       profile.stride, profile.key_layer, profile.batch_size)
+    return _EVAL_KEYS[key]
+
+
+def validation_targets(profile: Profile) -> Targets:
+    keys, _ = eval_keys(profile, "validation")
+    return build_eval_targets(profile, index(profile, False), datastore(profile, False), keys,
+                              "validation")
+
+
+def base_logprobs(profile: Profile, split: str, which: int = 0) -> np.ndarray:
+    model, _ = base(profile, which)
+    return cached_token_logprobs(profile, f"base{which}", model, corpus(profile)[split], split,
+                                 model_id(model), progress=False)
+
+
+def knn_logprobs(profile: Profile, split: str, temperatures: list[float] | None = None,
+                 k: int | None = None) -> dict[float, np.ndarray]:
+    """temperature -> per-token log p_kNN of a held-out split (kNN-LM), one search for all."""
+    keys, vals = eval_keys(profile, split)
+    temps = temperatures or sorted(set(profile.knn_temperature_grid) | {profile.knn_temperature})
+    return knn_lm_logprobs(index(profile, False), datastore(profile, False).vals, keys, vals,
+                           temps, k or profile.k)
+
+
+def memdec_dir(profile: Profile, name: str = "memdec") -> Any:
+    return stage_dir(profile, name)
+
+
+def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec") -> tuple[Any, dict]:
+    """Train (or reuse) the Memory Decoder; returns (model, history)."""
+    base_model, _ = base(profile, 0)
+    tokens = corpus(profile)
+    init_from = None
+    if profile.memdec_init.startswith("base:"):
+        init_from, _ = base(profile, int(profile.memdec_init.split(":")[1]))
+    model = build_memory_decoder(profile, base_model=init_from or base_model)
+    check_same_vocabulary(model, base_model)
+    trained, history = train_memory_decoder(
+        profile, model, tokens["train"], targets(profile, progress), memdec_dir(profile, name),
+        val_tokens=tokens["validation"], val_targets=validation_targets(profile),
+        val_base_logprobs=base_logprobs(profile, "validation"), progress=progress)
+    return trained.to(resolve_device(profile.device)).eval(), history
+
+
+def memdec_logprobs(profile: Profile, split: str, name: str = "memdec") -> np.ndarray:
+    model, history = memory_decoder(profile, progress=False, name=name)
+    return cached_token_logprobs(profile, name, model, corpus(profile)[split], split,
+                                 f"{name}:{history['config']['targets']}:{len(history['steps'])}",
+                                 progress=False)
+
+
+def split_logprobs(profile: Profile, split: str, which: int = 0) -> dict[str, Any]:
+    """Everything the results table needs for one split: base, kNN (per τ), MemDec."""
+    return {"base": base_logprobs(profile, split, which), "knn": knn_logprobs(profile, split),
+            "memdec": memdec_logprobs(profile, split)}
+
+
+def results(profile: Profile, which: int = 0) -> tuple[list[dict], str]:
+    """Rows and markdown of the results table on the test split (knobs chosen on validation)."""
+    rows = results_table(split_logprobs(profile, "validation", which),
+                         split_logprobs(profile, "test", which),
+                         profile.alpha_grid, profile.knn_lambda_grid)
+    return rows, format_table(rows)
+
+
+def describe_model(model: Any) -> str:
+    c = model.config
+    return (f"{count_parameters(model) / 1e6:.2f}M parameters, {c.n_layer} layers, "
+            f"width {c.n_embd}, vocabulary {c.vocab_size}")
