@@ -1,0 +1,111 @@
+"""Throughput of each stage on `tiny`, side by side with naive baselines that follow the original
+demo notebook, measured in one run. Prints a markdown table (figures, not pass/fail).
+
+    python benchmarks/speed.py            # uses/builds artifacts/tiny
+"""
+from __future__ import annotations
+
+import resource
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from memdec_helpers import pipeline as P
+from memdec_helpers.generate import generate
+from memdec_helpers.index import search
+from memdec_helpers.knn import knn_distribution
+from memdec_helpers.knnlm import knn_lm_generate
+from memdec_helpers.memdec import memdec_loss
+from memdec_helpers.train import make_batch, sequence_starts
+
+
+def timed(fn, repeat: int = 1) -> float:
+    fn()  # warm up
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def dict_loop_knn(distances: np.ndarray, tokens: np.ndarray, temperature: float) -> list[dict]:
+    """The demo's approach: a Python dict per row."""
+    rows = []
+    for d_row, t_row in zip(distances, tokens):
+        w = np.exp(-(d_row - d_row.min()) / temperature)
+        w /= w.sum()
+        probs: dict[int, float] = defaultdict(float)
+        for wi, ti in zip(w, t_row):
+            probs[int(ti)] += float(wi)
+        rows.append(probs)
+    return rows
+
+
+def bench_knn(profile, store, index) -> dict:
+    queries = np.asarray(store.keys[:2048], dtype=np.float32)
+    distances, rows = search(index, queries, profile.k)
+    tokens = np.asarray(store.vals)[rows]
+    d_t, tok_t = torch.from_numpy(distances), torch.from_numpy(tokens)
+    fast = timed(lambda: knn_distribution(d_t, tok_t, profile.knn_temperature), 5)
+    slow = timed(lambda: dict_loop_knn(distances, tokens, profile.knn_temperature))
+    return {"stage": "kNN distributions (rows/s)", "ours": len(queries) / fast,
+            "baseline": len(queries) / slow, "baseline_name": "dict loop per row"}
+
+
+def bench_training(profile, model, tokens, targets, steps: int = 3) -> dict:
+    """Supervised positions per second: every position of a [B, L] batch vs one per forward."""
+    model = model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    starts = sequence_starts(len(tokens), profile.context_length)[: profile.train_batch_size]
+    batch = make_batch(tokens, targets.ids, targets.probs, starts, profile.context_length)
+
+    def full_step():
+        logits = model(batch["input_ids"]).logits
+        loss = memdec_loss(logits, batch["target_ids"], batch["target_probs"], batch["labels"], 0.5)[0]
+        opt.zero_grad(); loss.backward(); opt.step()
+
+    def one_position_step():  # the seed: one supervised (last) position per 128-token forward
+        logits = model(batch["input_ids"][:1]).logits[:, -1:]
+        loss = memdec_loss(logits, batch["target_ids"][:1, -1:], batch["target_probs"][:1, -1:],
+                           batch["labels"][:1, -1:], 0.5)[0]
+        opt.zero_grad(); loss.backward(); opt.step()
+
+    fast = timed(full_step, steps)
+    slow = timed(one_position_step, steps)
+    return {"stage": "training (supervised positions/s)", "ours": batch["labels"].numel() / fast,
+            "baseline": 1 / slow, "baseline_name": "one position per forward pass"}
+
+
+def bench_inference(profile, base_model, memdec, store, index, new_tokens: int = 48) -> dict:
+    prompt = torch.as_tensor(P.corpus(profile)["test"][:32].astype(np.int64))[None]
+    mem = timed(lambda: generate(base_model, memdec, prompt, new_tokens, alpha=0.5))
+    knn = timed(lambda: knn_lm_generate(base_model, index, store.vals, prompt, new_tokens,
+                                        lam=0.25, temperature=profile.knn_temperature, k=profile.k))
+    base = timed(lambda: generate(base_model, None, prompt, new_tokens, alpha=None))
+    return {"stage": "decoding (tokens/s)", "ours": new_tokens / mem, "baseline": new_tokens / knn,
+            "baseline_name": "base + kNN-LM (exact search per token)", "base_alone": new_tokens / base}
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    profile = P.setup("tiny")
+    base_model, _ = P.base(profile, 0)
+    store, index, targets = P.datastore(profile, False), P.index(profile, False), P.targets(profile, False)
+    memdec, _ = P.memory_decoder(profile, progress=False)
+    rows = [bench_knn(profile, store, index),
+            bench_training(profile, P.memory_decoder(profile, progress=False)[0],
+                           P.corpus(profile)["train"], targets),
+            bench_inference(profile, base_model, memdec, store, index)]
+    print(f"\ntiny profile: datastore {store.keys.shape}, k={profile.k}, exact index, "
+          f"{torch.get_num_threads()} threads\n")
+    print("| stage | ours | naive baseline | speed-up |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['stage']} | {r['ours']:,.0f} | {r['baseline']:,.0f} ({r['baseline_name']}) "
+              f"| {r['ours'] / r['baseline']:.0f}x |")
+    print(f"\nbase model alone decodes {rows[2]['base_alone']:,.0f} tokens/s; "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
