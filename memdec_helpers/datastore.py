@@ -18,78 +18,113 @@ import torch
 
 from .artifacts import (atomic_write_json, clear_stage, open_memmap, read_manifest, stage_dir,
                         stage_is_current, write_manifest)
-from .devices import autocast, autocast_dtype, resolve_device
-from .evaluate import check_context_fits, check_finite, tokens_hash
-from .windows import plan_windows, window_batches
+from .devices import autocast, autocast_dtype
+from .evaluate import (check_context_fits, check_finite, check_token_range, model_name,
+                       run_device, tokens_hash)
+from .windows import as_token_array, plan_windows, window_batches
 
 KEY_LAYERS = ("mlp_input", "final_hidden")
 
 
-def key_module(model: Any, key_layer: str) -> tuple[torch.nn.Module, str]:
-    """(module, "input"|"output") whose tensor is the key: GPT-2 and Llama/Qwen/Mistral layouts."""
+def _first_attr(obj: Any, *names: str) -> Any:
+    """The first of `obj`'s attributes `names` that exists (None if none does)."""
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def backbone(model: Any) -> Any:
+    """The transformer without its LM head (GPT-2 `transformer`, Llama-style `model`)."""
+    return _first_attr(model, "transformer", "model") or model
+
+
+def key_module(model: Any, key_layer: str) -> torch.nn.Module:
+    """The module whose input (mlp_input: the last block's MLP) or output (final_hidden: the
+    final norm) is the key; GPT-2 and Llama/Qwen/Mistral layouts."""
     if key_layer not in KEY_LAYERS:
-        raise ValueError(f"key_layer={key_layer!r}: use one of {KEY_LAYERS}")
-    body = getattr(model, "transformer", None) or getattr(model, "model", None)
-    blocks = getattr(body, "h", None) or getattr(body, "layers", None)
-    final_norm = getattr(body, "ln_f", None) or getattr(body, "norm", None)
-    if blocks is None or final_norm is None:
+        raise ValueError(f"key_layer={key_layer!r} is not supported; use one of {KEY_LAYERS}")
+    body = backbone(model)
+    blocks = _first_attr(body, "h", "layers")
+    final_norm = _first_attr(body, "ln_f", "norm")
+    if blocks is None or final_norm is None or not hasattr(blocks[-1], "mlp"):
         raise ValueError(
-            f"cannot find the transformer blocks of {type(model).__name__}: supported are GPT-2 "
-            "style (transformer.h, transformer.ln_f) and Llama/Qwen/Mistral style (model.layers, "
-            "model.norm) models"
+            f"cannot find the transformer blocks of {type(model).__name__}: key_layer "
+            f"{key_layer!r} supports GPT-2 style (transformer.h[-1].mlp, transformer.ln_f) and "
+            "Llama/Qwen/Mistral style (model.layers[-1].mlp, model.norm) models"
         )
-    if key_layer == "mlp_input":
-        return blocks[-1].mlp, "input"
-    return final_norm, "output"
+    return blocks[-1].mlp if key_layer == "mlp_input" else final_norm
 
 
 @contextlib.contextmanager
 def capture_keys(model: Any, key_layer: str) -> Iterator[dict[str, torch.Tensor]]:
     """Context in which every forward pass stores the key tensor [B, T, d] in box["keys"]."""
-    module, where = key_module(model, key_layer)
+    module = key_module(model, key_layer)
     box: dict[str, torch.Tensor] = {}
-    if where == "input":
-        handle = module.register_forward_pre_hook(lambda m, args: box.__setitem__("keys", args[0]))
+
+    def before(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        box["keys"] = args[0] if args else next(iter(kwargs.values()))  # the MLP's input
+
+    def after(module: torch.nn.Module, args: tuple, output: Any) -> None:
+        box["keys"] = output[0] if isinstance(output, tuple) else output  # the final norm's output
+
+    if key_layer == "mlp_input":
+        handle = module.register_forward_pre_hook(before, with_kwargs=True)
     else:
-        handle = module.register_forward_hook(lambda m, args, out: box.__setitem__("keys", out))
+        handle = module.register_forward_hook(after)
     try:
         yield box
     finally:
         handle.remove()
 
 
-def key_batches(model: Any, token_ids: np.ndarray, context_length: int, stride: int,
-                key_layer: str, batch_size: int, device: Any, progress: bool):
-    """Yield (positions [n], keys float16 [n, d]) for the scored positions of each window batch."""
+def check_key_args(model: Any, tokens: np.ndarray, context_length: int, stride: int,
+                   key_layer: str, batch_size: int) -> None:
+    """Every argument of a key extraction checked before any forward pass or file write."""
+    key_module(model, key_layer)
     check_context_fits(model, context_length)
-    device = resolve_device(device or next(model.parameters()).device)
-    amp = autocast_dtype(device)
-    with capture_keys(model, key_layer) as box, torch.inference_mode():
-        for ids, scored, positions in window_batches(token_ids, context_length, stride, batch_size,
-                                                     progress, desc="keys"):
-            with autocast(device, amp):
-                model(ids.to(device))
-            keys = box["keys"][:, :-1].float()  # [b, L-1, d]: position j's key predicts j+1
-            check_finite(keys, "keys")
-            yield positions[scored].numpy(), keys[scored.to(keys.device)].half().cpu().numpy()
+    check_token_range(model, tokens)
+    window_batches(tokens, context_length, stride, batch_size)  # validates the window knobs
 
 
-def extract_keys(model: Any, token_ids: np.ndarray, context_length: int, stride: int,
+def key_batches(model: Any, tokens: np.ndarray, context_length: int, stride: int,
+                key_layer: str, batch_size: int, device: Any = None, progress: bool = False,
+                start_window: int = 0, dtype: str = "auto"
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions [n], keys float16 [n, d]) of the scored positions of each batch of windows."""
+    batches = window_batches(tokens, context_length, stride, batch_size, progress, "keys",
+                             start_window)
+    device = run_device(model, device)
+    amp = autocast_dtype(device, dtype)
+    body = backbone(model)  # no LM head: the keys do not need the [b, L, V] logits
+    with capture_keys(model, key_layer) as box:
+        for ids, scored, positions in batches:
+            with torch.inference_mode(), autocast(device, amp):
+                body(input_ids=ids.to(device), use_cache=False)
+            keys = box.pop("keys")[:, :-1]  # [b, L-1, d]: position j (predicting j+1)
+            keys = keys[scored.to(keys.device)].to(torch.float16)  # [n, d]
+            check_finite(keys, f"float16 keys of model {model_name(model)}")
+            yield positions[scored].numpy(), keys.cpu().numpy()
+
+
+def extract_keys(model: Any, token_ids: Any, context_length: int, stride: int,
                  key_layer: str = "mlp_input", batch_size: int = 32, device: Any = None,
                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """In memory: keys float16 [N-1, d] (hidden state at position i), vals int32 [N-1] = token[i+1]."""
-    token_ids = np.asarray(token_ids)
-    keys = None
-    for positions, batch_keys in key_batches(model, token_ids, context_length, stride, key_layer,
+    tokens = as_token_array(token_ids)
+    check_key_args(model, tokens, context_length, stride, key_layer, batch_size)
+    keys = np.empty((len(tokens) - 1, key_dim(model)), dtype=np.float16)  # [N-1, d]
+    for positions, batch_keys in key_batches(model, tokens, context_length, stride, key_layer,
                                              batch_size, device, progress):
-        if keys is None:
-            keys = np.empty((len(token_ids) - 1, batch_keys.shape[1]), dtype=np.float16)
         keys[positions] = batch_keys
-    return keys, np.asarray(token_ids[1:], dtype=np.int32)
+    return keys, tokens[1:].astype(np.int32)
 
 
 @dataclass
 class Datastore:
+    """A finished datastore: keys[i] is the context ending at token i, vals[i] = token i + 1."""
+
     path: Path
     keys: np.ndarray  # [N, d] float16 memmap
     vals: np.ndarray  # [N] int32 memmap
@@ -104,18 +139,19 @@ class Datastore:
 
 
 def load_datastore(path: str | Path) -> Datastore:
-    """Open a finished datastore; a truncated or corrupted file raises ValueError."""
+    """Open a finished datastore read-only; a truncated or corrupted file raises ValueError."""
     path = Path(path)
     manifest = read_manifest(path)
     if manifest is None:
-        raise ValueError(f"{path} holds no finished datastore (no manifest.json); build it first")
+        raise ValueError(f"{path} holds no finished datastore (no manifest.json); build it first "
+                         "with build_datastore")
     n, d = manifest["n"], manifest["dim"]
-    return Datastore(path, open_memmap(path / "keys.f16", np.float16, (n, d)),
-                     open_memmap(path / "vals.i32", np.int32, (n,)), manifest)
+    return Datastore(path, open_memmap(path / KEYS, np.float16, (n, d)),
+                     open_memmap(path / VALS, np.int32, (n,)), manifest)
 
 
 def check_datastore_matches(datastore: Datastore, model_id: str, key_dim: int) -> None:
-    """The datastore must come from the model now in use (same keys space)."""
+    """ValueError unless the datastore's keys come from `model_id` (same key space and size)."""
     built_with = datastore.manifest.get("model_id")
     if built_with != model_id or datastore.dim != key_dim:
         raise ValueError(
@@ -126,57 +162,87 @@ def check_datastore_matches(datastore: Datastore, model_id: str, key_dim: int) -
 
 
 def key_dim(model: Any) -> int:
+    """Size of a key: the model's hidden size."""
     return int(getattr(model.config, "n_embd", None) or model.config.hidden_size)
 
 
-def build_datastore(profile: Any, model: Any, token_ids: np.ndarray, model_id: str,
+KEYS, VALS, PROGRESS = "keys.f16", "vals.i32", ".progress.json"
+
+
+def _part(name: str) -> str:
+    return f".{name}.part"
+
+
+def datastore_config(profile: Any, tokens: np.ndarray, model_id: str) -> dict[str, Any]:
+    """Everything the datastore's bytes depend on: the model, the tokens and the window knobs."""
+    return {"model_id": model_id, "tokens": tokens_hash(tokens), "n_tokens": int(len(tokens)),
+            **profile.subset("key_layer", "context_length", "stride", "dtype")}
+
+
+def build_datastore(profile: Any, model: Any, token_ids: Any, model_id: str,
                     progress: bool = True, stage: str = "datastore") -> Datastore:
-    """Stream keys/values of `token_ids` into memmaps; resumable; reused when the config matches."""
-    token_ids = np.asarray(token_ids)
-    plan = plan_windows(len(token_ids), profile.context_length, profile.stride)  # validates early
-    config = {"model_id": model_id, "tokens": tokens_hash(token_ids), "n_tokens": len(token_ids),
-              **profile.subset("key_layer", "context_length", "stride")}
+    """Stream keys/values of `token_ids` into memmaps under `stage`; reused when its manifest
+    matches; an interrupted build continues from its last finished batch on the next call."""
+    tokens = as_token_array(token_ids)
+    check_key_args(model, tokens, profile.context_length, profile.stride, profile.key_layer,
+                   profile.batch_size)
+    if not isinstance(stage, str) or not stage or ".." in stage:
+        raise ValueError(f"stage={stage!r} must be a non-empty folder name (default 'datastore')")
+    config = datastore_config(profile, tokens, model_id)
     directory = stage_dir(profile, stage)
     if stage_is_current(directory, config):
         return load_datastore(directory)
-    n, d = len(token_ids) - 1, key_dim(model)
-    done = _resume_point(directory, config)
-    keys = open_memmap(directory / ".keys.f16.part", np.float16, (n, d), mode="r+" if done else "w+")
-    vals = open_memmap(directory / ".vals.i32.part", np.int32, (n,), mode="r+" if done else "w+")
-    vals[:] = token_ids[1:]
-    batch = profile.batch_size
-    remaining = token_ids[int(plan.starts[done]):] if done else token_ids
-    # resume: re-plan the rest from the first unfinished window (its positions are absolute)
-    offset = int(plan.starts[done]) if done else 0
-    skip_first = int(plan.first_scored[done]) if done else 0
-    windows_done = done
-    for positions, batch_keys in key_batches(model, remaining, profile.context_length,
-                                             profile.stride, profile.key_layer, batch, None,
-                                             progress):
-        keep = positions >= skip_first
-        keys[positions[keep] + offset] = batch_keys[keep]
-        keys.flush()
-        windows_done += batch
-        _save_progress(directory, config, min(windows_done, plan.num_windows))
-    del keys, vals
-    (directory / ".keys.f16.part").rename(directory / "keys.f16")
-    (directory / ".vals.i32.part").rename(directory / "vals.i32")
-    (directory / ".progress.json").unlink(missing_ok=True)
-    write_manifest(directory, config, n=n, dim=d, dtype="float16", model_id=model_id,
-                   key_layer=profile.key_layer, num_windows=plan.num_windows)
+    n, d = len(tokens) - 1, key_dim(model)
+    done = _resume_point(directory, config, n, d)
+    _write_keys(directory, config, model, tokens, profile, done, progress)
+    _finish(directory, config, n, d, model_id, profile)
     return load_datastore(directory)
 
 
-def _resume_point(directory: Path, config: dict) -> int:
-    """Windows already written by an interrupted build with this config (else clear and 0)."""
-    progress = directory / ".progress.json"
-    if progress.exists():
-        state = json.loads(progress.read_text())
-        if state.get("config") == config and (directory / ".keys.f16.part").exists():
-            return int(state["windows_done"])
+def _write_keys(directory: Path, config: dict, model: Any, tokens: np.ndarray, profile: Any,
+                done: int, progress: bool) -> None:
+    """Fill the .part memmaps window batch by window batch, from window `done` on."""
+    mode = "r+" if done else "w+"
+    keys = open_memmap(directory / _part(KEYS), np.float16, (len(tokens) - 1, key_dim(model)), mode)
+    vals = open_memmap(directory / _part(VALS), np.int32, (len(tokens) - 1,), mode)
+    vals[:] = tokens[1:]
+    vals.flush()
+    num_windows = plan_windows(len(tokens), profile.context_length, profile.stride).num_windows
+    batches = key_batches(model, tokens, profile.context_length, profile.stride,
+                          profile.key_layer, profile.batch_size, None, progress, done,
+                          profile.dtype)
+    for positions, batch_keys in batches:
+        keys[positions] = batch_keys  # [n, d]
+        keys.flush()  # bytes on disk before the progress file says so
+        done = min(done + profile.batch_size, num_windows)
+        atomic_write_json(directory / PROGRESS, {"config": config, "windows_done": done})
+    del keys, vals
+
+
+def _finish(directory: Path, config: dict, n: int, d: int, model_id: str, profile: Any) -> None:
+    """Rename the complete files into place, drop the progress file, write the manifest last."""
+    (directory / _part(KEYS)).rename(directory / KEYS)
+    (directory / _part(VALS)).rename(directory / VALS)
+    (directory / PROGRESS).unlink(missing_ok=True)
+    write_manifest(directory, config, n=n, dim=d, dtype="float16", model_id=model_id,
+                   key_layer=profile.key_layer, context_length=profile.context_length,
+                   stride=profile.stride, tokens=config["tokens"])
+
+
+def _resume_point(directory: Path, config: dict, n: int, d: int) -> int:
+    """Windows already written by an interrupted build of this config; else clear the stage, 0."""
+    state = _read_progress(directory / PROGRESS)
+    sizes_ok = all((directory / _part(name)).exists()
+                   and (directory / _part(name)).stat().st_size == size
+                   for name, size in ((KEYS, n * d * 2), (VALS, n * 4)))
+    if state is not None and state.get("config") == config and sizes_ok:
+        return int(state["windows_done"])
     clear_stage(directory)
     return 0
 
 
-def _save_progress(directory: Path, config: dict, windows_done: int) -> None:
-    atomic_write_json(directory / ".progress.json", {"config": config, "windows_done": windows_done})
+def _read_progress(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

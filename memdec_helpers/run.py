@@ -56,6 +56,8 @@ def strip_metadata(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     nb.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info")}
     nb.metadata.get("language_info", {}).pop("version", None)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])
+                and c.source]
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
         cell.metadata = {"tags": [t for t in tags if t != "injected-parameters"]} if tags else {}
@@ -63,8 +65,6 @@ def strip_metadata(path: Path) -> None:
             cell.execution_count = None
             for out in cell.get("outputs", []):
                 out.pop("execution_count", None)
-    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])
-                and c.source]
     nbformat.write(nb, path)
 
 

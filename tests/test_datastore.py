@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memdec_helpers.datastore import (build_datastore, check_datastore_matches, extract_keys,
-                                      load_datastore)
+                                      key_module, load_datastore)
 from memdec_helpers.windows import plan_windows, scored_mask
 
 
@@ -68,6 +68,7 @@ def test_interrupted_build_resumes_to_identical_files(profile, gpt2, token_ids, 
     profile = small_profile(profile)
     clean = build_datastore(profile, gpt2, token_ids, "m", progress=False)
     clean_bytes = (clean.path / "keys.f16").read_bytes()
+    clean_vals = (clean.path / "vals.i32").read_bytes()
     profile.artifacts_dir += "-2"
     calls = {"n": 0}
     block = gpt2.transformer.h[-1].mlp
@@ -88,6 +89,8 @@ def test_interrupted_build_resumes_to_identical_files(profile, gpt2, token_ids, 
     resumed = build_datastore(profile, gpt2, token_ids, "m", progress=False)
     handle.remove()
     assert (resumed.path / "keys.f16").read_bytes() == clean_bytes
+    assert (resumed.path / "vals.i32").read_bytes() == clean_vals
+    assert sorted(p.name for p in resumed.path.iterdir()) == ["keys.f16", "manifest.json", "vals.i32"]
     total_batches = -(-plan_windows(len(token_ids), 32, 16).num_windows // 4)
     assert counted["n"] == total_batches - 3  # continued after the 3 finished batches
 
@@ -107,11 +110,53 @@ def test_datastore_from_another_model_is_refused(profile, gpt2, token_ids):
         check_datastore_matches(store, "model-b", gpt2.config.n_embd)
 
 
-def test_nan_keys_are_refused(gpt2, token_ids):
+@pytest.mark.parametrize("bad", [float("nan"), 1e6])  # NaN, and a float16 overflow (inf)
+def test_nan_and_inf_keys_are_refused(gpt2, token_ids, bad):
     with torch.no_grad():
-        gpt2.transformer.h[-1].ln_2.weight[0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
+        gpt2.transformer.h[-1].ln_2.weight[0] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
         extract_keys(gpt2, token_ids[:40], 32, 16)
+
+
+def test_bad_arguments_are_refused_before_any_file_is_written(profile, gpt2, token_ids, tmp_path):
+    profile = small_profile(profile)
+    profile.key_layer = "attention_output"
+    with pytest.raises(ValueError, match="key_layer"):
+        build_datastore(profile, gpt2, token_ids, "m", progress=False)
+    profile.key_layer, profile.context_length = "mlp_input", 128  # > the model's 64 positions
+    with pytest.raises(ValueError, match="context_length"):
+        build_datastore(profile, gpt2, token_ids, "m", progress=False)
+    assert not (tmp_path / "artifacts").exists()
+    with pytest.raises(ValueError, match="vocabulary"):
+        extract_keys(gpt2, np.array([1, 2, 1000]), 32, 16)
+    with pytest.raises(ValueError, match="blocks"):
+        key_module(torch.nn.Linear(2, 2), "mlp_input")
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_llama_style_keys():
+    """Llama layout: mlp_input is the output of the last block's post-attention norm."""
+    model, tokens = tiny_llama(), np.arange(40) % 97
+    seen = {}
+    norm = model.model.layers[-1].post_attention_layernorm
+    handle = norm.register_forward_hook(lambda m, a, out: seen.__setitem__("k", out))
+    ids = torch.as_tensor(tokens)[None]
+    with torch.no_grad():
+        final = model(ids, output_hidden_states=True).hidden_states[-1][0, :-1].numpy()
+    handle.remove()
+    keys, _ = extract_keys(model, tokens, 64, 32, key_layer="mlp_input")
+    np.testing.assert_allclose(keys.astype(np.float32), seen["k"][0, :-1].numpy(), atol=2e-3,
+                               rtol=2e-3)
+    keys, _ = extract_keys(model, tokens, 64, 32, key_layer="final_hidden")
+    np.testing.assert_allclose(keys.astype(np.float32), final, atol=2e-3, rtol=2e-3)
 
 
 def test_too_short_corpus_is_refused(gpt2):

@@ -15,6 +15,19 @@ def full_forward_logprobs(model, tokens):
     return logp.gather(-1, ids[0, 1:, None]).squeeze(-1).numpy()
 
 
+def per_window_reference(model, tokens, length, stride):
+    """Brute force: each position's log-prob from one forward pass over the window that scores it."""
+    plan = plan_windows(len(tokens), length, stride)
+    mask = scored_mask(plan.first_scored, plan.length).numpy()
+    expected = np.full(len(tokens) - 1, np.nan)
+    for start, row in zip(plan.starts, mask):
+        window = full_forward_logprobs(model, tokens[start:start + plan.length])
+        assert np.isnan(expected[start + np.flatnonzero(row)]).all()  # nobody scored it before
+        expected[start + np.flatnonzero(row)] = window[row]
+    assert not np.isnan(expected).any()  # every position scored
+    return expected
+
+
 def test_short_sequence_equals_one_forward_pass(gpt2, token_ids):
     tokens = token_ids[:40]
     got = token_logprobs(gpt2, tokens, context_length=64, stride=32)
@@ -25,20 +38,40 @@ def test_short_sequence_equals_one_forward_pass(gpt2, token_ids):
 def test_long_sequence_equals_per_position_reference(gpt2, token_ids, stride):
     """Every position is scored once, from exactly the context its window gives it."""
     got = token_logprobs(gpt2, token_ids, context_length=32, stride=stride, batch_size=5)
-    plan = plan_windows(len(token_ids), 32, stride)
-    mask = scored_mask(plan.first_scored, plan.length).numpy()
-    expected = np.full(len(token_ids) - 1, np.nan)
-    for start, row in zip(plan.starts, mask):
-        window = full_forward_logprobs(gpt2, token_ids[start:start + plan.length])
-        expected[start + np.flatnonzero(row)] = window[row]
-    assert not np.isnan(expected).any()
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(got, per_window_reference(gpt2, token_ids, 32, stride), atol=1e-5)
 
 
 def test_stride_barely_moves_the_perplexity(gpt2, token_ids):
-    a = perplexity(token_logprobs(gpt2, token_ids, 64, 32))
-    b = perplexity(token_logprobs(gpt2, token_ids, 64, 16))
-    assert abs(a - b) / a < 0.02
+    a = perplexity(token_logprobs(gpt2, token_ids, 64, 64))  # stride L
+    b = perplexity(token_logprobs(gpt2, token_ids, 64, 32))  # stride L/2
+    assert a != b and abs(a - b) / a < 0.02
+
+
+def test_inputs_are_checked_before_any_work(gpt2, token_ids):
+    with pytest.raises(ValueError, match="vocabulary"):
+        token_logprobs(gpt2, np.array([1, 2, 500]), 16, 8)
+    with pytest.raises(ValueError, match="shorter"):
+        token_logprobs(gpt2, np.array([3]), 16, 8)
+    with pytest.raises(ValueError, match="stride"):
+        token_logprobs(gpt2, token_ids, 16, 0)
+    with pytest.raises(ValueError, match="1-D"):
+        token_logprobs(gpt2, token_ids.reshape(2, -1), 16, 8)
+
+
+def test_torch_tokens_and_batch_size_give_the_same_result(gpt2, token_ids):
+    a = token_logprobs(gpt2, torch.as_tensor(token_ids), 32, 16, batch_size=1)
+    b = token_logprobs(gpt2, list(token_ids), 32, 16, batch_size=64)
+    assert a.dtype == np.float32 and a.shape == (len(token_ids) - 1,)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_float32_upcast_in_chunks_changes_nothing(gpt2, token_ids, monkeypatch):
+    """The log-softmax is done a few windows at a time (bounded memory); same numbers."""
+    import memdec_helpers.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "FLOAT32_CHUNK", 2 * 31 * gpt2.config.vocab_size)  # 2 windows
+    got = token_logprobs(gpt2, token_ids[:100], 32, 16, batch_size=5)  # chunks of 2, 2, 1
+    np.testing.assert_allclose(got, per_window_reference(gpt2, token_ids[:100], 32, 16), atol=1e-5)
 
 
 def test_context_longer_than_model_is_refused(gpt2, token_ids):
@@ -49,7 +82,7 @@ def test_context_longer_than_model_is_refused(gpt2, token_ids):
 def test_nan_logits_are_refused(gpt2, token_ids):
     with torch.no_grad():
         gpt2.lm_head.weight[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="GPT2LMHeadModel.*NaN"):  # names the model
         token_logprobs(gpt2, token_ids[:20], 16, 8)
 
 
@@ -73,6 +106,12 @@ def test_mix_handles_minus_inf_and_extremes_and_torch():
     t = mix_logprobs(torch.tensor(base), torch.tensor(mem), 0.25)
     assert isinstance(t, torch.Tensor)
     np.testing.assert_allclose(t.numpy(), out)
+    mixed = mix_logprobs(base, torch.tensor(mem, dtype=torch.float32), 0.25)  # numpy + torch
+    assert isinstance(mixed, torch.Tensor) and mixed.dtype == torch.float32
+    np.testing.assert_allclose(mixed.numpy(), out, rtol=1e-6)
+    both_zero = mix_logprobs(np.array([-np.inf]), np.array([-np.inf]), 0.5)
+    assert both_zero[0] == -np.inf
+    np.testing.assert_array_equal(mix_logprobs(base, mem, 1.0), mem)  # -inf kept exactly
 
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.5])
@@ -109,6 +148,14 @@ def test_sweep_and_results_table_choose_on_validation():
     assert "| base + MemDec |" in format_table(list(rows.values()))
 
 
+def test_sweep_and_table_refuse_bad_input():
+    with pytest.raises(ValueError, match="grid"):
+        sweep(np.zeros(3), np.zeros(3), [])
+    with pytest.raises(ValueError, match="same methods"):
+        results_table({"base": np.zeros(2), "memdec": np.zeros(2)}, {"base": np.zeros(2)},
+                      [0.5], [0.5])
+
+
 def test_cache_is_reused_and_rebuilt_when_tokens_change(profile, gpt2, token_ids):
     profile.context_length, profile.stride = 32, 16
     first = cached_token_logprobs(profile, "m", gpt2, token_ids, "val", "model-a", progress=False)
@@ -118,3 +165,9 @@ def test_cache_is_reused_and_rebuilt_when_tokens_change(profile, gpt2, token_ids
     np.testing.assert_array_equal(first, again)
     other = cached_token_logprobs(profile, "m", gpt2, token_ids[:100], "val", "model-a", progress=False)
     np.testing.assert_allclose(other, token_logprobs(gpt2, token_ids[:100], 32, 16), atol=1e-6)
+    profile.stride = 8  # a window knob changed: recomputed
+    strided = cached_token_logprobs(profile, "m", gpt2, token_ids[:100], "val", "model-a", progress=False)
+    np.testing.assert_allclose(strided, token_logprobs(gpt2, token_ids[:100], 32, 8), atol=1e-6)
+    assert not np.array_equal(strided, other)
+    with pytest.raises(ValueError, match="name"):
+        cached_token_logprobs(profile, "../x", gpt2, token_ids, "val", "model-a", progress=False)
