@@ -5,8 +5,9 @@ the Memory Decoder adds one small forward pass per token and no retrieval.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -16,83 +17,142 @@ from .memdec import check_same_vocabulary
 
 
 class CachedLM:
-    """A causal LM stepped one token at a time with its KV cache."""
+    """A causal LM stepped one token at a time with its KV cache (transformers 4.4x or 5.x)."""
 
     def __init__(self, model: Any):
         self.model, self.past = model, None
-        # transformers >= 5.2x names the cache argument `cache`; 4.4x calls it `past_key_values`
+        # transformers 5.x names the cache argument `cache`; 4.4x calls it `past_key_values`
         params = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def _run(self, ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         out = self.model(ids, use_cache=True, **kwargs)
-        self.past = getattr(out, "cache", None) or out.past_key_values
-        return torch.log_softmax(out.logits[:, -1].float(), -1)  # [B, V]
+        past = getattr(out, "cache", None)
+        self.past = past if past is not None else out.past_key_values
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
 
     def start(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Run the whole prompt [B, T]; next-token log-probs [B, V]."""
         return self._run(input_ids)
 
     def step(self, next_ids: torch.Tensor) -> torch.Tensor:
+        """Feed one new token per row [B] (the cache holds the rest); next log-probs [B, V]."""
         return self._run(next_ids[:, None], **{self.cache_arg: self.past})
 
 
-def filter_logits(logprobs: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Temperature, then keep the top-k and the smallest set with cumulative prob >= top_p."""
-    logits = logprobs / temperature
-    if top_k > 0:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -torch.inf)
+def filter_logits(logprobs: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0) -> torch.Tensor:
+    """Sampling logits [B, V]: divide by temperature, keep the top_k tokens (0: all) and the
+    smallest set whose probability reaches top_p; the rest get -inf."""
+    logits = logprobs / temperature  # [B, V]
+    if 0 < top_k < logits.shape[-1]:
+        top = logits.topk(top_k, dim=-1).indices  # [B, k]
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)
+        logits = logits.masked_fill(~keep, -torch.inf)
     if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = torch.softmax(sorted_logits, -1).cumsum(-1)
-        drop = cumulative - torch.softmax(sorted_logits, -1) >= top_p  # keep the first over top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), -torch.inf)
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # [B, V]
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop_sorted = probs.cumsum(-1) - probs >= top_p  # mass before the token already >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, -torch.inf)
     return logits
 
 
-def _check_args(alpha, temperature, top_k, top_p, input_ids) -> None:
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha={alpha} must be in [0, 1] (the Memory Decoder's weight)")
-    if temperature <= 0:
+def _position_limit(model: Any) -> int | None:
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def _check_args(base_model: Any, memdec: Any, input_ids: torch.Tensor, max_new_tokens: int,
+                alpha: float | None, temperature: float, top_k: int, top_p: float) -> None:
+    """Every argument of generate (ValueError naming it and what is allowed)."""
+    if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha={alpha} must be in [0, 1] (the Memory Decoder's weight) or None")
+    if not temperature > 0:
         raise ValueError(f"temperature={temperature} must be > 0")
-    if top_k < 0 or not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_k={top_k} must be >= 0 and top_p={top_p} in (0, 1]")
-    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be a non-empty [B, T] tensor, got {tuple(input_ids.shape)}")
+    if int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top_k={top_k} must be an integer >= 0 (0 keeps every token)")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p} must be in (0, 1] (1 keeps every token)")
+    if int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be an integer >= 0")
+    if input_ids.ndim != 2 or input_ids.shape[1] == 0 or input_ids.is_floating_point():
+        raise ValueError(f"input_ids must be integer [B, T] with T >= 1 (prompts of equal length), "
+                         f"got {input_ids.dtype} {tuple(input_ids.shape)}")
+    vocab = base_model.config.vocab_size
+    if input_ids.min() < 0 or input_ids.max() >= vocab:
+        raise ValueError(f"input_ids must be in [0, {vocab}) (the base model's vocabulary)")
+    if memdec is not None:
+        check_same_vocabulary(memdec, base_model)
+    fed = input_ids.shape[1] + max(int(max_new_tokens) - 1, 0)  # the last token is never fed
+    for name, model in (("base_model", base_model), ("memdec", memdec)):
+        limit = _position_limit(model) if model is not None else None
+        if limit is not None and fed > limit:
+            raise ValueError(f"prompt ({input_ids.shape[1]}) + max_new_tokens ({max_new_tokens}) "
+                             f"- 1 = {fed} exceeds the {limit} positions of {name}; "
+                             "use a shorter prompt or fewer new tokens")
+
+
+@contextlib.contextmanager
+def _eval_mode(*models: Any) -> Iterator[None]:
+    """Dropout off while generating; each model's train/eval mode is restored afterwards."""
+    modes = [(m, m.training) for m in models if m is not None]
+    for m, _ in modes:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, was_training in modes:
+            m.train(was_training)
+
+
+def _next_tokens(mixed: torch.Tensor, do_sample: bool, temperature: float, top_k: int,
+                 top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Greedy argmax or a sample from the filtered mixed distribution; [B]."""
+    if not do_sample:
+        return mixed.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(mixed, temperature, top_k, top_p), dim=-1)  # [B, V]
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 @torch.inference_mode()
-def generate(base_model: Any, memdec: Any, input_ids: torch.Tensor, max_new_tokens: int,
+def generate(base_model: Any, memdec: Any, input_ids: Any, max_new_tokens: int,
              alpha: float | None = 0.5, *, do_sample: bool = False, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-             device: Any = None, return_logprobs: bool = False) -> Any:
-    """Prompt + `max_new_tokens` tokens [B, T + n]; with return_logprobs also the mixed
-    next-token log-probs of every step [B, n, V]. memdec=None or alpha=None: base model only."""
+             device: str | torch.device | None = None, return_logprobs: bool = False) -> Any:
+    """Prompt + exactly `max_new_tokens` tokens, LongTensor [B, T + n], decoded from
+    log(α·p_Mem + (1−α)·p_base) with a KV cache per model (no early stop at EOS).
+
+    memdec=None or alpha=None: the base model alone. Both models are moved to `device`
+    (default: the base model's). With return_logprobs, also the mixed next-token log-probs
+    of every step, [B, n, V]."""
     input_ids = torch.as_tensor(input_ids)
     input_ids = input_ids[None] if input_ids.ndim == 1 else input_ids
-    _check_args(alpha, temperature, top_k, top_p, input_ids)
-    use_mem = memdec is not None and alpha is not None and alpha > 0
-    if memdec is not None:
-        check_same_vocabulary(memdec, base_model)
-    device = resolve_device(device or next(base_model.parameters()).device)
+    _check_args(base_model, memdec, input_ids, max_new_tokens, alpha, temperature, top_k, top_p)
+    use_mem = memdec is not None and alpha is not None and float(alpha) > 0
+    device = resolve_device(device) if device is not None else next(base_model.parameters()).device
+    base_model.to(device)
+    if use_mem:
+        memdec.to(device)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    ids = input_ids.to(device)
-    base, mem = CachedLM(base_model), CachedLM(memdec) if use_mem else None
-    base_lp, mem_lp = base.start(ids), mem.start(ids) if use_mem else None
+    ids = input_ids.long().to(device)  # [B, T]
     steps = []
-    for _ in range(max_new_tokens):
-        mixed = mix_logprobs(base_lp, mem_lp, alpha) if use_mem else base_lp  # [B, V]
-        steps.append(mixed)
-        if do_sample:
-            probs = torch.softmax(filter_logits(mixed, temperature, top_k, top_p), -1)
-            next_ids = torch.multinomial(probs, 1, generator=generator)[:, 0]
-        else:
-            next_ids = mixed.argmax(-1)
-        ids = torch.cat([ids, next_ids[:, None]], dim=1)
-        base_lp = base.step(next_ids)
-        mem_lp = mem.step(next_ids) if use_mem else None
+    with _eval_mode(base_model, memdec if use_mem else None):
+        base, mem = CachedLM(base_model), CachedLM(memdec) if use_mem else None
+        base_lp = base.start(ids)  # [B, V]
+        mem_lp = mem.start(ids) if use_mem else None
+        for i in range(int(max_new_tokens)):
+            mixed = mix_logprobs(base_lp, mem_lp, float(alpha)) if use_mem else base_lp  # [B, V]
+            if return_logprobs:
+                steps.append(mixed)
+            next_ids = _next_tokens(mixed, do_sample, temperature, top_k, top_p, generator)  # [B]
+            ids = torch.cat([ids, next_ids[:, None]], dim=1)
+            if i + 1 < max_new_tokens:  # the last token needs no forward pass
+                base_lp = base.step(next_ids)
+                mem_lp = mem.step(next_ids) if use_mem else None
     if return_logprobs:
-        return ids, torch.stack(steps, dim=1)
+        empty = torch.empty(ids.shape[0], 0, base_lp.shape[-1], device=device)
+        return ids, torch.stack(steps, dim=1) if steps else empty
     return ids
 
 

@@ -91,7 +91,15 @@ def _check_index_knobs(profile: Any, n: int, d: int) -> None:
             )
 
 
+def _check_stage_name(stage: str) -> None:
+    """A stage is one folder name under the profile's artifacts (no paths, not empty)."""
+    bad = not isinstance(stage, str) or not stage or stage.startswith(".")
+    if bad or "/" in stage or "\\" in stage:
+        raise ValueError(f"stage={stage!r} must be a plain folder name such as 'index'")
+
+
 def _divisors_near(d: int, m: int) -> list[int]:
+    """Up to three divisors of d closest to m (suggestions for pq_code_bytes)."""
     divisors = [x for x in range(1, d + 1) if d % x == 0]
     return sorted(divisors, key=lambda x: abs(x - m))[:3]
 
@@ -148,12 +156,14 @@ def make_index(profile: Any, keys: np.ndarray, progress: bool = False) -> Any:
     return index
 
 
-def build_index(profile: Any, datastore: Any, progress: bool = True) -> Any:
-    """Build (or reuse, when its manifest matches) the faiss index of the datastore's keys."""
+def build_index(profile: Any, datastore: Any, progress: bool = True, stage: str = "index") -> Any:
+    """Build (or reuse, when its manifest matches) the faiss index of the datastore's keys,
+    saved atomically as `<artifacts>/<profile>/<stage>/index.faiss` with its manifest."""
     n, d = check_datastore(datastore)
     _check_index_knobs(profile, n, d)
+    _check_stage_name(stage)
     config = index_config(profile, datastore)
-    directory = stage_dir(profile, "index")
+    directory = stage_dir(profile, stage)
     if stage_is_current(directory, config):
         index = load_index(directory / INDEX_FILE)
     else:
@@ -201,6 +211,7 @@ def index_identity(index: Any) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- search
 def _as_numpy(x: Any) -> np.ndarray:
+    """A numpy view of an array-like or (CPU-copied) torch tensor."""
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()
     return x if isinstance(x, np.ndarray) else np.asarray(x)
@@ -231,7 +242,7 @@ def check_search_args(index: Any, queries: np.ndarray, k: int, batch_size: int) 
 
 def search(index: Any, queries: Any, k: int, batch_size: int = 4096,
            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest keys of every query: (squared-L2 distances float32 [Q, k], indices int64 [Q, k])."""
+    """k nearest keys of each query, batched: (squared-L2 float32 [Q, k], ids int64 [Q, k])."""
     queries = _as_numpy(queries)
     check_search_args(index, queries, k, batch_size)
     q = len(queries)

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 
-def _check_inputs(distances: torch.Tensor, neighbor_tokens: torch.Tensor, temperature: float) -> None:
+def _check_inputs(distances: torch.Tensor, neighbor_tokens: torch.Tensor,
+                  temperature: float) -> None:
+    """ValueError (naming the argument and what is allowed) before any computation."""
     if not float(temperature) > 0:
         raise ValueError(f"temperature={temperature} must be > 0 (it divides the distances)")
     if distances.ndim != 2 or distances.shape != neighbor_tokens.shape:
@@ -22,9 +24,11 @@ def _check_inputs(distances: torch.Tensor, neighbor_tokens: torch.Tensor, temper
             f"{tuple(neighbor_tokens.shape)} must both be [B, k] with the same shape"
         )
     if distances.numel() == 0:
-        raise ValueError("distances is empty: need at least one query (B >= 1) and k >= 1")
+        raise ValueError(f"distances {tuple(distances.shape)} is empty: need at least one query "
+                         "(B >= 1) and at least one neighbour per query (k >= 1)")
     if neighbor_tokens.is_floating_point() or neighbor_tokens.dtype == torch.bool:
-        raise ValueError(f"neighbor_tokens must hold integer token ids; got {neighbor_tokens.dtype}")
+        raise ValueError(
+            f"neighbor_tokens must hold integer token ids; got {neighbor_tokens.dtype}")
     if (neighbor_tokens < 0).any():
         raise ValueError("neighbor_tokens contain negative ids (a failed search returns -1); "
                          "token ids must be >= 0")
@@ -69,8 +73,12 @@ def knn_distribution(distances: torch.Tensor, neighbor_tokens: torch.Tensor,
     return ids, probs.to(distances.dtype if distances.is_floating_point() else torch.float32)
 
 
-def _missing_ids(unique: torch.Tensor, n_unique: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
-    """For padding column j of a row, the (j - n)-th smallest non-negative id not in the row."""
+def _missing_ids(unique: torch.Tensor, n_unique: torch.Tensor,
+                 column: torch.Tensor) -> torch.Tensor:
+    """For padding column j of a row, the (j - n)-th smallest non-negative id not in the row.
+
+    `unique` [B, w] holds each row's n sorted distinct ids first; gaps[j] = unique[j] - j counts
+    the ids missing below unique[j], so the r-th missing id is r + #(gaps <= r)."""
     index = torch.arange(unique.shape[1])[None, :]
     gaps = torch.where(index < n_unique, unique - index, torch.iinfo(torch.long).max)  # sorted
     rank = (column - n_unique).clamp(min=0).expand_as(unique).contiguous()
@@ -120,9 +128,12 @@ def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarr
     return out
 
 
-def top_m(token_ids: torch.Tensor, probs: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_m(token_ids: torch.Tensor, probs: torch.Tensor,
+          m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the m most probable entries of sorted sparse rows, padding (prob 0, unused ids) if
     a row has fewer; ids stay unique per row."""
+    if not isinstance(m, (int, np.integer)) or m < 1:
+        raise ValueError(f"m={m!r} (target_top_m) must be an integer >= 1")
     if token_ids.shape[1] >= m:
         return token_ids[:, :m], probs[:, :m]
     have = token_ids.shape[1]
@@ -130,4 +141,5 @@ def top_m(token_ids: torch.Tensor, probs: torch.Tensor, m: int) -> tuple[torch.T
     width = torch.arange(m)[None, :]
     extra = _missing_ids(torch.cat([unique, unique.new_zeros(len(unique), m - have)], 1),
                          torch.full((len(unique), 1), have), width)[:, have:]
-    return torch.cat([token_ids, extra], 1), torch.cat([probs, probs.new_zeros(len(probs), m - have)], 1)
+    pad = probs.new_zeros(len(probs), m - have)  # [B, m - have]
+    return torch.cat([token_ids, extra], 1), torch.cat([probs, pad], 1)

@@ -14,94 +14,195 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+IGNORE = -100  # label of a position that is not trained on
 
+
+# --- the model -----------------------------------------------------------------------------
 
 def build_memory_decoder(profile: Any, base_model: Any = None, vocab_size: int | None = None) -> Any:
-    """A GPT-2 Memory Decoder: from scratch (profile size), a copy of a base model, or a folder."""
-    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
-
-    init = profile.memdec_init
+    """A Memory Decoder sharing the base tokenizer: from scratch (profile size), a copy of base
+    model `i` (`memdec_init="base:<i>"`, pass that model as base_model) or a saved folder."""
+    init = str(profile.memdec_init)
     if init.startswith("base:"):
-        if base_model is None:
-            raise ValueError(f"memdec_init={init!r} copies a base model: pass base_model=")
-        return copy.deepcopy(base_model).float().train()
-    if init != "scratch":
-        if not Path(init).is_dir():
-            raise ValueError(f"memdec_init={init!r}: use 'scratch', 'base:<i>' or a "
-                             "save_pretrained folder that exists")
-        return AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32).train()
+        model = _copy_of_base(init, base_model)
+    elif init == "scratch":
+        model = _from_scratch(profile, base_model, vocab_size)
+    else:
+        model = _from_folder(init)
+    _check_built(model, profile, base_model, vocab_size)
+    return model.float().train()
+
+
+def _copy_of_base(init: str, base_model: Any) -> Any:
+    """A deep copy of the base model (its weights are the starting point, the base stays frozen)."""
+    index = init.split(":", 1)[1]
+    if not index.isdigit():
+        raise ValueError(f"memdec_init={init!r}: use 'base:<i>' with i an integer index into "
+                         "profile.base_models, 'scratch' or a save_pretrained folder")
+    if base_model is None:
+        raise ValueError(f"memdec_init={init!r} copies a base model: pass that model as base_model=")
+    return copy.deepcopy(base_model)
+
+
+def _from_folder(path: str) -> Any:
+    """A Memory Decoder saved with save_pretrained (e.g. a finished training run's `model/`)."""
+    from transformers import AutoModelForCausalLM
+
+    if not (Path(path) / "config.json").is_file():
+        raise ValueError(f"memdec_init={path!r} is not 'scratch', 'base:<i>' or a save_pretrained "
+                         "folder (no config.json there)")
+    return AutoModelForCausalLM.from_pretrained(path)
+
+
+def _from_scratch(profile: Any, base_model: Any, vocab_size: int | None) -> Any:
+    """A randomly initialised GPT-2 of the profile's size (seeded; the global RNG is untouched)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     vocab = vocab_size or (base_model.config.vocab_size if base_model is not None else None)
     if vocab is None:
         raise ValueError("a from-scratch Memory Decoder needs vocab_size= or base_model= "
-                         "(it must share the base tokenizer)")
-    special = {}
+                         "(it must share the base model's tokenizer)")
+    positions = max(profile.context_length, _max_positions(base_model) or 0)
+    special = {"bos_token_id": None, "eos_token_id": None}  # GPT-2's 50256 may not exist here
     if base_model is not None:
-        special = {"bos_token_id": base_model.config.bos_token_id,
-                   "eos_token_id": base_model.config.eos_token_id}
-    config = GPT2Config(vocab_size=vocab, n_positions=max(256, profile.context_length),
-                        n_layer=profile.memdec_layers, n_embd=profile.memdec_dim,
-                        n_head=profile.memdec_heads, **special)
-    torch.manual_seed(profile.seed)
-    return GPT2LMHeadModel(config).train()
+        special = {k: getattr(base_model.config, k, None)
+                   for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    config = GPT2Config(vocab_size=vocab, n_positions=positions, n_layer=profile.memdec_layers,
+                        n_embd=profile.memdec_dim, n_head=profile.memdec_heads, **special)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(profile.seed)
+        return GPT2LMHeadModel(config)
 
 
-def check_same_vocabulary(memdec: Any, base_model: Any) -> None:
-    """Plug-and-play needs the same tokenizer: the output vocabularies must match."""
-    a, b = memdec.config.vocab_size, base_model.config.vocab_size
+def _max_positions(model: Any) -> int | None:
+    """How many positions the model can attend over (None if unknown or no model)."""
+    if model is None:
+        return None
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def _check_built(model: Any, profile: Any, base_model: Any, vocab_size: int | None) -> None:
+    """The Memory Decoder must fit the training context and the base vocabulary."""
+    limit = _max_positions(model)
+    if limit is not None and limit < profile.context_length:
+        raise ValueError(f"the Memory Decoder ({profile.memdec_init!r}) has {limit} positions, "
+                         f"fewer than context_length={profile.context_length}; use a shorter "
+                         "context_length or memdec_init='scratch'")
+    if vocab_size is not None and model.config.vocab_size != vocab_size:
+        raise ValueError(f"vocab_size={vocab_size} but the Memory Decoder ({profile.memdec_init!r}) "
+                         f"has {model.config.vocab_size} tokens; it must share the base tokenizer")
+    if base_model is not None:
+        check_same_vocabulary(model, base_model)
+
+
+def _output_vocab(model: Any) -> int:
+    """Rows of the output layer (falls back to config.vocab_size)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
+
+
+def check_same_vocabulary(memdec: Any, base_model: Any, memdec_tokenizer: Any = None,
+                          base_tokenizer: Any = None) -> None:
+    """Plug-and-play needs one tokenizer: equal output vocabularies (and equal token -> id maps
+    when both tokenizers are given), else ValueError."""
+    a, b = _output_vocab(memdec), _output_vocab(base_model)
     if a != b:
         raise ValueError(
             f"the Memory Decoder's vocabulary ({a} tokens) differs from the base model's ({b}); "
             "plug-and-play needs both to use the same tokenizer: train a Memory Decoder on this "
             "base model's tokenizer"
         )
+    if (memdec_tokenizer is None) != (base_tokenizer is None):
+        raise ValueError("pass both memdec_tokenizer and base_tokenizer (or neither) to compare them")
+    if memdec_tokenizer is not None:
+        mem_vocab, base_vocab = memdec_tokenizer.get_vocab(), base_tokenizer.get_vocab()
+        if mem_vocab != base_vocab:
+            differ = len(set(mem_vocab.items()) ^ set(base_vocab.items()))
+            raise ValueError(
+                f"the tokenizers differ ({differ} token/id pairs are not shared): plug-and-play "
+                "needs the Memory Decoder and the base model to use the same tokenizer"
+            )
 
 
-def _check_loss_inputs(logits, target_ids, target_probs, labels, beta) -> None:
+# --- the loss ------------------------------------------------------------------------------
+
+def _check_loss_inputs(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
+                       labels: torch.Tensor, beta: float) -> None:
+    """Shapes, dtypes and ranges of memdec_loss's arguments (ValueError before any work)."""
     if not 0.0 <= float(beta) <= 1.0:
         raise ValueError(f"beta={beta} must be in [0, 1] (the weight of the KL term)")
-    if logits.ndim != 3:
-        raise ValueError(f"logits must be [B, T, V], got shape {tuple(logits.shape)}")
-    if target_ids.shape != target_probs.shape or target_ids.shape[:2] != logits.shape[:2]:
+    if logits.ndim != 3 or not logits.is_floating_point():
+        raise ValueError(f"logits must be a float [B, T, V] tensor, got {logits.dtype} "
+                         f"{tuple(logits.shape)}")
+    if (target_ids.ndim != 3 or target_ids.shape != target_probs.shape
+            or target_ids.shape[:2] != logits.shape[:2] or target_ids.shape[2] == 0):
         raise ValueError(
             f"target_ids {tuple(target_ids.shape)} and target_probs {tuple(target_probs.shape)} "
-            f"must both be [B, T, m] with B, T of logits {tuple(logits.shape[:2])}"
+            f"must both be [B, T, m] (m >= 1) with B, T of logits {tuple(logits.shape[:2])}"
         )
-    if labels.shape != logits.shape[:2]:
-        raise ValueError(f"labels {tuple(labels.shape)} must be [B, T] = {tuple(logits.shape[:2])}")
+    if target_ids.is_floating_point() or not target_probs.is_floating_point():
+        raise ValueError(f"target_ids must be integers and target_probs floats, got "
+                         f"{target_ids.dtype} and {target_probs.dtype}")
+    if labels.shape != logits.shape[:2] or labels.is_floating_point():
+        raise ValueError(f"labels must be integer [B, T] = {tuple(logits.shape[:2])}, got "
+                         f"{labels.dtype} {tuple(labels.shape)}")
+    _check_ranges(logits.shape[-1], target_ids, target_probs, labels)
+
+
+def _check_ranges(vocab: int, target_ids: torch.Tensor, target_probs: torch.Tensor,
+                  labels: torch.Tensor) -> None:
+    """Ids in [0, V) (padding ids with prob 0 and -100 labels excepted); one device sync."""
+    used = target_probs > 0
+    bad_ids = (used & ((target_ids < 0) | (target_ids >= vocab))).any()
+    bad_labels = ((labels != IGNORE) & ((labels < 0) | (labels >= vocab))).any()
+    no_labels = (labels == IGNORE).all()
+    bad_ids, bad_labels, no_labels = torch.stack([bad_ids, bad_labels, no_labels]).tolist()
+    if bad_ids:
+        raise ValueError(f"target_ids with probability > 0 must be in [0, {vocab}) (the logits' "
+                         "vocabulary); were the targets built with another tokenizer?")
+    if bad_labels:
+        raise ValueError(f"labels must be in [0, {vocab}) or {IGNORE} (ignored)")
+    if no_labels:
+        raise ValueError(f"every label is {IGNORE} (ignored): there is no position to train on")
+
+
+def _entropy_terms(p: torch.Tensor) -> torch.Tensor:
+    """p·log p elementwise with 0·log 0 = 0 (padding entries)."""
+    return torch.where(p > 0, p * p.clamp_min(torch.finfo(p.dtype).tiny).log(), torch.zeros_like(p))
 
 
 def sparse_kl(log_q: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Σ_j p_j (log p_j − log q[id_j]) per position [B, T], with 0 · log 0 = 0 for padding."""
-    p = target_probs.float()
-    log_q_at_targets = log_q.gather(-1, target_ids.long())  # [B, T, m]
-    log_p = torch.where(p > 0, p.clamp_min(1e-30).log(), torch.zeros_like(p))
-    return (p * (log_p - log_q_at_targets)).sum(-1)
+    """KL(p ‖ q) per position [B, T] = Σ_j p_j (log p_j − log q[id_j]), by gather (no dense p)."""
+    p = target_probs.float()  # [B, T, m]
+    ids = torch.where(p > 0, target_ids.long(), torch.zeros_like(target_ids, dtype=torch.long))
+    log_q_at_targets = log_q.gather(-1, ids)  # [B, T, m]
+    return (_entropy_terms(p) - p * log_q_at_targets).sum(-1)  # [B, T]
 
 
 def memdec_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
                 labels: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, kl, ce): β·KL(p_kNN ‖ softmax(logits)) + (1−β)·CE, means over non-ignored positions."""
+    """(loss, kl, ce): β·KL(p_kNN ‖ softmax(logits)) + (1−β)·CE, means over non-ignored positions;
+    aligned inputs (logits[b, t] predicts labels[b, t]), no shift inside."""
     _check_loss_inputs(logits, target_ids, target_probs, labels, beta)
     keep = labels != IGNORE  # [B, T]
-    if not keep.any():
-        raise ValueError("every label is -100 (ignored): there is no position to train on")
     log_q = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
     kl = sparse_kl(log_q, target_ids, target_probs)[keep].mean()
-    ce = F.nll_loss(log_q[keep], labels[keep])
+    ce = F.nll_loss(log_q.flatten(0, 1), labels.flatten().long(), ignore_index=IGNORE)
     return beta * kl + (1 - beta) * ce, kl, ce
 
 
 def kl_without_gradient_demo(logits: torch.Tensor, target_ids: torch.Tensor,
                              target_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seed notebook's bug next to the fix: its KL went through Python floats (`float()` on
-    the log-probs), so the value is right but nothing flows back to the model."""
-    log_q = torch.log_softmax(logits.float(), dim=-1)
+    """(buggy, correct) mean KL: the seed notebook's bug next to the fix. The buggy one reads the
+    log-probs as Python floats, so its value is right but no gradient reaches the model."""
+    labels = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
+    _check_loss_inputs(logits, target_ids, target_probs, labels, 0.0)
+    log_q = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
     correct = sparse_kl(log_q, target_ids, target_probs).mean()
-    detached = log_q.gather(-1, target_ids.long())
-    buggy_values = [float(x) for x in detached.flatten()]  # the bug: leaves the autograd graph
-    buggy_log_q = torch.tensor(buggy_values).view_as(detached)
-    p = target_probs.float()
-    log_p = torch.where(p > 0, p.clamp_min(1e-30).log(), torch.zeros_like(p))
-    buggy = (p * (log_p - buggy_log_q)).sum(-1).mean()
+    p = target_probs.float()  # [B, T, m]
+    at_targets = log_q.gather(-1, torch.where(p > 0, target_ids.long(), 0))  # [B, T, m]
+    python_floats = at_targets.tolist()  # the bug: plain floats carry no autograd history
+    cut = torch.tensor(python_floats, dtype=torch.float32, device=logits.device)
+    buggy = (_entropy_terms(p) - p * cut).sum(-1).mean()
     return buggy, correct

@@ -6,6 +6,7 @@ blindly, which removes the wrong neighbour whenever another key ties with it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +14,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .artifacts import (atomic_write_json, clear_stage, open_memmap, read_manifest, stage_dir,
                         stage_is_current, write_manifest)
 from .index import index_identity, search
 from .knn import knn_distribution, top_m
 
-CHUNK = 8192
+CHUNK = 8192  # queries searched and written per step (a resume restarts at a chunk boundary)
+FILES = ("ids.i32", "probs.f16", "mass.f16")
 
 
 @dataclass
 class Targets:
+    """A finished targets stage: sparse top-m p_kNN per position, as read-only memmaps."""
+
     path: Path
     ids: np.ndarray  # [N, m] int32
     probs: np.ndarray  # [N, m] float16, rows sum to 1 (renormalized top-m)
@@ -35,6 +40,7 @@ class Targets:
 
 
 def load_targets(path: str | Path) -> Targets:
+    """Open a finished targets folder (size-checked memmaps); unfinished -> ValueError."""
     path = Path(path)
     manifest = read_manifest(path)
     if manifest is None:
@@ -53,18 +59,20 @@ def mean_retained_mass(targets: Targets) -> float:
 def sparse_targets(distances: np.ndarray, tokens: np.ndarray, temperature: float,
                    m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-m of p_kNN per row: ids int32 [B, m], renormalized probs float32 [B, m], mass [B]."""
-    ids, probs = knn_distribution(torch.from_numpy(distances), torch.from_numpy(tokens), temperature)
+    ids, probs = knn_distribution(torch.from_numpy(distances), torch.from_numpy(tokens),
+                                  temperature)  # [B, <=k]
     ids, probs = top_m(ids, probs.double(), m)
     mass = probs.sum(dim=1)  # [B]
     return ids.int().numpy(), (probs / mass[:, None]).float().numpy(), mass.float().numpy()
 
 
-def drop_self(distances: np.ndarray, indices: np.ndarray, positions: np.ndarray):
+def drop_self(distances: np.ndarray, indices: np.ndarray,
+              positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Remove from each row the neighbour whose datastore row is the query's own position
-    (or the farthest one if it was not retrieved), leaving k of k+1."""
-    own = indices == positions[:, None]  # [B, k+1]
+    (or the farthest one if it was not retrieved), leaving k of k+1: ([B, k], [B, k])."""
+    own = indices == positions[:, None]  # [B, k+1], at most one True per row (ids are unique)
     keep = ~own
-    keep[~own.any(axis=1), -1] = False
+    keep[~own.any(axis=1), -1] = False  # self not retrieved (ties): drop the farthest instead
     rows, k = len(indices), indices.shape[1] - 1
     return distances[keep].reshape(rows, k), indices[keep].reshape(rows, k)
 
@@ -77,14 +85,21 @@ def build_targets(profile: Any, datastore: Any, index: Any, progress: bool = Tru
     return _build(profile, stage, config, datastore.keys, index, datastore.vals, True, progress)
 
 
-def build_eval_targets(profile: Any, index: Any, datastore: Any, query_keys: np.ndarray,
+def build_eval_targets(profile: Any, index: Any, datastore_vals: Any, query_keys: np.ndarray,
                        name: str, progress: bool = False) -> Targets:
-    """Targets for held-out queries (validation): no self-exclusion, they are not in the store."""
-    config = {"datastore": datastore.manifest["config_hash"], "index": index_fingerprint(index),
-              "queries": _array_hash(query_keys),
+    """Targets for held-out queries (e.g. validation keys), to measure KL(p_kNN || p_Mem) there.
+
+    No self-exclusion: the queries are not datastore positions. `datastore_vals` is the
+    datastore (identified by its manifest hash) or its vals array (identified by content);
+    the result is cached in the stage `targets-<name>`."""
+    _check_stage_name(name)
+    vals = getattr(datastore_vals, "vals", datastore_vals)
+    manifest = getattr(datastore_vals, "manifest", None)
+    identity = manifest["config_hash"] if manifest else _array_hash(np.asarray(vals))
+    config = {"datastore": identity, "index": index_fingerprint(index),
+              "queries": _array_hash(np.asarray(query_keys)),
               **profile.subset("k", "knn_temperature", "target_top_m")}
-    return _build(profile, f"targets-{name}", config, query_keys, index, datastore.vals, False,
-                  progress)
+    return _build(profile, f"targets-{name}", config, query_keys, index, vals, False, progress)
 
 
 def index_fingerprint(index: Any) -> dict[str, Any]:
@@ -94,17 +109,32 @@ def index_fingerprint(index: Any) -> dict[str, Any]:
 
 
 def _array_hash(array: np.ndarray) -> str:
-    import hashlib
+    """Content hash of an array (shape and dtype included), for inputs without a manifest."""
+    digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+def _check_stage_name(name: str) -> None:
+    """`name` becomes part of a folder name: a plain non-empty word."""
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"name={name!r} must be a non-empty word of letters, digits, - or _ "
+                         "(it names the stage folder), e.g. 'validation'")
 
 
-def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: Any,
-           vals: np.ndarray, exclude_self: bool, progress: bool) -> Targets:
-    from tqdm.auto import tqdm
-
-    k, m = profile.k, profile.target_top_m
-    if queries.ndim != 2 or queries.shape[1] != index.d or len(vals) != index.ntotal:
+def _check_build_args(profile: Any, queries: Any, index: Any, vals: Any,
+                      exclude_self: bool) -> None:
+    """ValueError for knobs or inputs that cannot give targets, before any file is touched."""
+    k, m, temperature = profile.k, profile.target_top_m, profile.knn_temperature
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"profile knob k={k!r} must be an integer >= 1")
+    if not isinstance(m, (int, np.integer)) or not 1 <= m <= k:
+        raise ValueError(f"profile knob target_top_m={m!r} must be an integer in [1, k={k}]")
+    if not float(temperature) > 0:
+        raise ValueError(f"profile knob knn_temperature={temperature!r} must be > 0")
+    if queries.ndim != 2 or len(queries) == 0:
+        raise ValueError(f"query keys must be a non-empty [Q, d] array; got {tuple(queries.shape)}")
+    if queries.shape[1] != index.d or len(vals) != index.ntotal:
         raise ValueError(
             f"the index (ntotal={index.ntotal}, d={index.d}) does not belong to this datastore "
             f"(N={len(vals)}, queries {tuple(queries.shape)}); rebuild it with build_index"
@@ -112,11 +142,19 @@ def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: A
     if k + int(exclude_self) > index.ntotal:
         raise ValueError(f"k={k} is larger than the datastore ({index.ntotal} keys); "
                          f"use k <= {index.ntotal - int(exclude_self)}")
+
+
+def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: Any,
+           vals: np.ndarray, exclude_self: bool, progress: bool) -> Targets:
+    """Search, truncate and write the targets chunk by chunk into .part memmaps; a progress
+    file after every chunk makes a killed build resume; rename and manifest at the end."""
+    _check_build_args(profile, queries, index, vals, exclude_self)
+    k, m = profile.k, profile.target_top_m
     directory = stage_dir(profile, stage)
     if stage_is_current(directory, config):
         return load_targets(directory)
     n = len(queries)
-    done = _resume_point(directory, config)
+    done = _resume_point(directory, config, n, m)
     mode = "r+" if done else "w+"
     ids = open_memmap(directory / ".ids.i32.part", np.int32, (n, m), mode)
     probs = open_memmap(directory / ".probs.f16.part", np.float16, (n, m), mode)
@@ -125,29 +163,37 @@ def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: A
     for lo in tqdm(range(done, n, CHUNK), desc="targets", disable=not progress,
                    initial=done // CHUNK, total=-(-n // CHUNK)):
         hi = min(lo + CHUNK, n)
-        distances, indices = search(index, queries[lo:hi], k + int(exclude_self))
+        distances, indices = search(index, queries[lo:hi], k + int(exclude_self))  # [b, k(+1)]
         if exclude_self:
-            distances, indices = drop_self(distances, indices, np.arange(lo, hi))
+            distances, indices = drop_self(distances, indices, np.arange(lo, hi))  # [b, k]
         ids[lo:hi], probs[lo:hi], mass[lo:hi] = sparse_targets(
             distances, vals[indices], profile.knn_temperature, m)
         for array in (ids, probs, mass):
             array.flush()
-        atomic_write_json(directory / ".progress.json", {"config": config, "rows_done": hi,
-                                                         "chunk": CHUNK})
+        atomic_write_json(directory / ".progress.json",
+                          {"config": config, "rows_done": hi, "chunk": CHUNK, "n": n, "m": m})
+    retained = float(np.mean(mass, dtype=np.float64))
     del ids, probs, mass
-    for name in ("ids.i32", "probs.f16", "mass.f16"):
+    for name in FILES:
         (directory / f".{name}.part").rename(directory / name)
     (directory / ".progress.json").unlink(missing_ok=True)
-    write_manifest(directory, config, n=n, m=m)
+    write_manifest(directory, config, n=n, m=m, mean_retained_mass=retained)
     return load_targets(directory)
 
 
-def _resume_point(directory: Path, config: dict) -> int:
+def _resume_point(directory: Path, config: dict, n: int, m: int) -> int:
     """Rows already written by an interrupted build with this config (else clear and 0)."""
     progress = directory / ".progress.json"
-    if progress.exists() and (directory / ".ids.i32.part").exists():
-        state = json.loads(progress.read_text())
-        if state.get("config") == config and state.get("chunk", CHUNK) == CHUNK:
+    parts = [directory / f".{name}.part" for name in FILES]
+    if progress.exists() and all(p.exists() for p in parts):
+        try:
+            state = json.loads(progress.read_text())
+        except json.JSONDecodeError:
+            state = {}
+        sizes = [n * m * 4, n * m * 2, n * 2]
+        same = (state.get("config") == config and state.get("chunk") == CHUNK
+                and [p.stat().st_size for p in parts] == sizes)
+        if same:
             return int(state["rows_done"])
     clear_stage(directory)
     return 0

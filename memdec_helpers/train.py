@@ -3,26 +3,35 @@
 A sequence is a chunk of `context_length` positions of the training stream; position t of the
 chunk starting at s predicts token s+t+1 and is matched to the kNN target of datastore row s+t.
 (The seed notebook supervised one position per 128-token forward pass.)
+
+The batch of a step is a pure function of (step, seed), and checkpoints hold the optimizer,
+scheduler, scaler and RNG states, so a resumed run repeats the uninterrupted one exactly.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import shutil
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from .artifacts import atomic_write_json, config_hash, stage_is_current, write_manifest
+from .artifacts import atomic_write_json, config_hash, read_manifest, write_manifest
 from .devices import autocast, autocast_dtype, resolve_device, seed_everything
-from .evaluate import tokens_hash
 from .memdec import memdec_loss, sparse_kl
 
 TRAIN_KNOBS = ("beta", "learning_rate", "weight_decay", "warmup_steps", "train_steps",
                "train_batch_size", "grad_accum", "grad_clip", "eval_every", "context_length",
-               "stride", "seed", "memdec_init", "memdec_layers", "memdec_dim", "memdec_heads")
+               "stride", "seed", "memdec_init", "dtype")
+RUN_FILES = ("manifest.json", "history.json", "model", "checkpoint", ".model.tmp",
+             ".checkpoint.tmp", ".checkpoint.old")
 
+
+# --- batches -------------------------------------------------------------------------------
 
 def sequence_starts(num_tokens: int, length: int) -> np.ndarray:
     """Starts of the non-overlapping training sequences (each needs length + 1 tokens)."""
@@ -38,10 +47,10 @@ def batch_sequences(step: int, micro: int, batch_size: int, accum: int, num_sequ
     """Sequence indices of micro-batch `micro` of `step`: a pure function of its arguments
     (per-epoch seeded permutations), so a resumed run sees exactly the same batches."""
     first = (step * accum + micro) * batch_size
-    sample = np.arange(first, first + batch_size)
+    sample = np.arange(first, first + batch_size)  # global sample numbers
     epochs = sample // num_sequences
     out = np.empty_like(sample)
-    for epoch in np.unique(epochs):  # at most two epochs per batch
+    for epoch in np.unique(epochs):  # one or two epochs per batch (loop over epochs, not tokens)
         perm = np.random.default_rng([seed, int(epoch)]).permutation(num_sequences)
         mask = epochs == epoch
         out[mask] = perm[sample[mask] % num_sequences]
@@ -51,62 +60,139 @@ def batch_sequences(step: int, micro: int, batch_size: int, accum: int, num_sequ
 def make_batch(tokens: np.ndarray, target_ids: np.ndarray, target_probs: np.ndarray,
                starts: np.ndarray, length: int) -> dict[str, torch.Tensor]:
     """input_ids/labels [b, L] and sparse targets [b, L, m] for the sequences at `starts`."""
-    offsets = np.arange(length)[None, :]
-    rows = starts[:, None] + offsets  # [b, L] datastore rows = input positions
+    rows = starts[:, None] + np.arange(length)[None, :]  # [b, L] datastore rows = input positions
     return {"input_ids": torch.from_numpy(tokens[rows].astype(np.int64)),
             "labels": torch.from_numpy(tokens[rows + 1].astype(np.int64)),
             "target_ids": torch.from_numpy(np.asarray(target_ids[rows], dtype=np.int64)),
             "target_probs": torch.from_numpy(np.asarray(target_probs[rows], dtype=np.float32))}
 
 
+# --- optimisation --------------------------------------------------------------------------
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup to 1 over `warmup` steps, then linear decay to 0 at `total`."""
+    """Multiplier of the lr at 0-based `step`: linear warmup to 1 over `warmup` steps, then
+    linear decay reaching 0 at `total`."""
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def train_config(profile: Any, train_tokens: np.ndarray, targets: Any) -> dict[str, Any]:
-    return {"targets": targets.manifest["config_hash"], "tokens": tokens_hash(train_tokens),
-            **profile.subset(*TRAIN_KNOBS)}
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings only (not on biases or LayerNorms)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
 
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the initial weights (names, shapes and a strided sample of values), so a
+    different starting model (another base model, another init) never reuses a run."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 256)].float().cpu().numpy()
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(sample.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_config(profile: Any, model: Any, train_tokens: np.ndarray, targets: Any) -> dict[str, Any]:
+    """Everything that decides the trained weights: knobs, data, targets and the starting model."""
+    from .evaluate import tokens_hash
+
+    return {"targets": targets.manifest["config_hash"], "tokens": tokens_hash(train_tokens),
+            "init_model": model_fingerprint(model), **profile.subset(*TRAIN_KNOBS)}
+
+
+# --- argument checks -----------------------------------------------------------------------
+
+def _check_profile(profile: Any) -> None:
+    """The training knobs (ValueError naming the knob and what is allowed)."""
+    checks = {"train_steps": profile.train_steps >= 1, "train_batch_size": profile.train_batch_size >= 1,
+              "grad_accum": profile.grad_accum >= 1, "eval_every": profile.eval_every >= 1,
+              "warmup_steps": profile.warmup_steps >= 0, "learning_rate": profile.learning_rate > 0,
+              "grad_clip": profile.grad_clip > 0, "weight_decay": profile.weight_decay >= 0}
+    for knob, ok in checks.items():
+        if not ok:
+            raise ValueError(f"profile knob {knob}={getattr(profile, knob)!r} is invalid: "
+                             "steps, sizes, eval_every and grad_accum >= 1, warmup_steps >= 0, "
+                             "learning_rate and grad_clip > 0, weight_decay >= 0")
+    if not 0.0 <= profile.beta <= 1.0:
+        raise ValueError(f"profile knob beta={profile.beta} must be in [0, 1]")
+
+
+def _check_targets(targets: Any, tokens: np.ndarray, what: str) -> None:
+    """Targets row i is the kNN distribution of position i: N-1 rows, ids and probs alike."""
+    ids, probs = targets.ids, targets.probs
+    if ids.ndim != 2 or ids.shape != probs.shape or ids.shape[0] != len(tokens) - 1:
+        raise ValueError(f"{what} ids {ids.shape} / probs {probs.shape} must both be [N-1, m] "
+                         f"= [{len(tokens) - 1}, m] for the {len(tokens)} tokens given; build the "
+                         "targets from this token stream")
+
+
+def _check_tokens(tokens: np.ndarray, vocab: int, what: str) -> None:
+    if tokens.ndim != 1 or len(tokens) < 2:
+        raise ValueError(f"{what} must be a 1-D token array with >= 2 tokens, got shape {tokens.shape}")
+    if tokens.min() < 0 or tokens.max() >= vocab:
+        raise ValueError(f"{what} ids must be in [0, {vocab}) (the model's vocabulary); "
+                         "were they made with another tokenizer?")
+
+
+def _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets,
+                  val_base_logprobs) -> None:
+    """Every argument of train_memory_decoder, before any work or file write."""
+    from .evaluate import check_context_fits
+
+    _check_profile(profile)
+    check_context_fits(model, profile.context_length)
+    vocab = model.config.vocab_size
+    _check_tokens(train_tokens, vocab, "train_tokens")
+    _check_targets(targets, train_tokens, "targets")
+    sequence_starts(len(train_tokens), profile.context_length)
+    if val_tokens is None:
+        if val_targets is not None or val_base_logprobs is not None:
+            raise ValueError("val_targets / val_base_logprobs need val_tokens (the validation stream)")
+        return
+    _check_tokens(val_tokens, vocab, "val_tokens")
+    if val_targets is not None:
+        _check_targets(val_targets, val_tokens, "val_targets")
+    if val_base_logprobs is not None and np.shape(val_base_logprobs) != (len(val_tokens) - 1,):
+        raise ValueError(f"val_base_logprobs has shape {np.shape(val_base_logprobs)}; it must be "
+                         f"[N-1] = [{len(val_tokens) - 1}] (token_logprobs of the base model)")
+
+
+# --- the loop ------------------------------------------------------------------------------
 
 def train_memory_decoder(profile: Any, model: Any, train_tokens: np.ndarray, targets: Any,
                          out_dir: str | Path, *, val_tokens: np.ndarray | None = None,
                          val_targets: Any = None, val_base_logprobs: np.ndarray | None = None,
                          resume: bool = True, progress: bool = True,
                          callback: Callable[[dict], None] | None = None) -> tuple[Any, dict]:
-    """Train (or reuse a finished run with the same config); returns (model, history)."""
+    """Train `model` on the kNN targets (or reuse a finished run of the same config); returns
+    (trained model in eval mode, history). `callback(step_record)` runs after every step."""
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     train_tokens = np.asarray(train_tokens)
-    if len(targets) != len(train_tokens) - 1:
-        raise ValueError(f"targets have {len(targets)} rows but the training stream has "
-                         f"{len(train_tokens) - 1} positions; build targets from this corpus")
-    config = train_config(profile, train_tokens, targets)
-    if stage_is_current(out_dir, config):
-        history = json.loads((out_dir / "history.json").read_text())
-        return AutoModelForCausalLM.from_pretrained(out_dir / "model").eval(), history
-    (out_dir / "manifest.json").unlink(missing_ok=True)  # an older finished run is stale now
+    val_tokens = None if val_tokens is None else np.asarray(val_tokens)
+    _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets, val_base_logprobs)
+    out_dir = Path(out_dir)
+    config = train_config(profile, model, train_tokens, targets)
+    if _is_finished(out_dir, config):
+        return _reuse(out_dir, model)
     device = resolve_device(profile.device)
     amp = autocast_dtype(device, profile.dtype)
     seed_everything(profile.seed)
-    model = model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.learning_rate,
-                                  weight_decay=profile.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, profile.warmup_steps, profile.train_steps))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    history: dict[str, Any] = {"config": config, "steps": [], "evals": []}
-    step = 0
-    if resume:
-        step, history = _load_checkpoint(out_dir, config, model, optimizer, scheduler, scaler) or (0, history)
+    model = model.float().to(device).train()
+    optimizer, scheduler, scaler = _optimisation(profile, model, device, amp)
     starts = sequence_starts(len(train_tokens), profile.context_length)
-    evaluate = _evaluator(profile, val_tokens, val_targets, val_base_logprobs)
-    bar = tqdm(total=profile.train_steps, initial=step, desc="train", disable=not progress)
+    state = _load_checkpoint(out_dir, config, model, optimizer, scheduler, scaler) if resume else None
+    if state is None:
+        _clear_run(out_dir)
+    step, history = state or (0, _new_history(config, profile, starts))
+    evaluate = partial(_evaluate, profile, val_tokens=val_tokens, val_targets=val_targets,
+                       val_base_logprobs=val_base_logprobs)
+    bar = tqdm(total=profile.train_steps, initial=step, desc="train MemDec", disable=not progress)
     while step < profile.train_steps:
         record = _train_step(profile, model, optimizer, scaler, train_tokens, targets, starts,
                              step, device, amp)
@@ -115,70 +201,129 @@ def train_memory_decoder(profile: Any, model: Any, train_tokens: np.ndarray, tar
         step += 1
         history["steps"].append(record)
         bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", kl=f"{record['kl']:.3f}")
+        bar.set_postfix(loss=f"{record['loss']:.3f}", kl=f"{record['kl']:.3f}", ce=f"{record['ce']:.3f}")
         if step % profile.eval_every == 0 or step == profile.train_steps:
             history["evals"].append({"step": step, **evaluate(model)})
             _save_checkpoint(out_dir, config, model, optimizer, scheduler, scaler, step, history)
-        if callback:
+        if callback is not None:
             callback(record)
     bar.close()
-    model.eval()
-    _finish(out_dir, config, model, history)
+    _finish(out_dir, config, model.eval(), history)
     return model, history
 
 
+def _optimisation(profile: Any, model: Any, device: torch.device, amp: torch.dtype | None):
+    """AdamW, the warmup + linear-decay schedule, and a GradScaler (active only for fp16)."""
+    optimizer = make_optimizer(model, profile.learning_rate, profile.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_factor, warmup=profile.warmup_steps, total=profile.train_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    return optimizer, scheduler, scaler
+
+
+def _new_history(config: dict, profile: Any, starts: np.ndarray) -> dict[str, Any]:
+    positions_per_step = profile.train_batch_size * profile.grad_accum * profile.context_length
+    return {"config": config, "steps": [], "evals": [], "num_sequences": int(len(starts)),
+            "positions_per_step": positions_per_step,
+            "epochs": profile.train_steps * profile.train_batch_size * profile.grad_accum / len(starts)}
+
+
 def _train_step(profile, model, optimizer, scaler, tokens, targets, starts, step, device, amp) -> dict:
-    """One optimizer step over `grad_accum` micro-batches; returns mean loss/kl/ce."""
-    totals = torch.zeros(3)
+    """One optimizer step over `grad_accum` micro-batches; returns the mean loss/kl/ce."""
+    totals = torch.zeros(3, device=device)
     for micro in range(profile.grad_accum):
         chosen = batch_sequences(step, micro, profile.train_batch_size, profile.grad_accum,
                                  len(starts), profile.seed)
-        batch = {k: v.to(device) for k, v in make_batch(tokens, targets.ids, targets.probs,
-                                                        starts[chosen], profile.context_length).items()}
+        batch = make_batch(tokens, targets.ids, targets.probs, starts[chosen], profile.context_length)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, amp):
-            logits = model(batch["input_ids"]).logits  # [b, L, V]
+            logits = model(batch["input_ids"], use_cache=False).logits  # [b, L, V]
         loss, kl, ce = memdec_loss(logits, batch["target_ids"], batch["target_probs"],
                                    batch["labels"], profile.beta)
         scaler.scale(loss / profile.grad_accum).backward()
-        totals += torch.stack([loss.detach(), kl.detach(), ce.detach()]).cpu() / profile.grad_accum
+        totals += torch.stack([loss.detach(), kl.detach(), ce.detach()]) / profile.grad_accum
     scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), profile.grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), profile.grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return {"step": step + 1, **dict(zip(("loss", "kl", "ce"), totals.tolist()))}
+    loss, kl, ce = totals.tolist()
+    return {"step": step + 1, "loss": loss, "kl": kl, "ce": ce, "grad_norm": float(grad_norm)}
 
 
-def _evaluator(profile, val_tokens, val_targets, val_base_logprobs) -> Callable[[Any], dict]:
-    """Validation: MemDec perplexity, mixture perplexity (α = 0.5) and KL to the kNN targets."""
+# --- validation ----------------------------------------------------------------------------
+
+def _evaluate(profile: Any, model: Any, *, val_tokens: np.ndarray | None, val_targets: Any,
+              val_base_logprobs: np.ndarray | None) -> dict[str, float | None]:
+    """MemDec perplexity, base+MemDec perplexity at α = 0.5 and KL to the kNN targets, on
+    validation (None for what was not given)."""
     from .evaluate import mix_logprobs, perplexity, token_logprobs
 
-    def evaluate(model: Any) -> dict:
-        if val_tokens is None:
-            return {}
-        model.eval()
-        result: dict[str, Any] = {}
-        mem = token_logprobs(model, val_tokens, profile.context_length, profile.stride,
-                             profile.batch_size)
-        result["val_ppl"] = perplexity(mem)
-        if val_base_logprobs is not None:
-            result["val_mix_ppl"] = perplexity(mix_logprobs(val_base_logprobs, mem, 0.5))
-        if val_targets is not None:
-            result["val_kl"] = _validation_kl(profile, model, val_tokens, val_targets)
-        model.train()
+    result: dict[str, float | None] = {"val_ppl": None, "val_mix_ppl": None, "val_kl": None}
+    if val_tokens is None:
         return result
-
-    return evaluate
+    model.eval()
+    mem = token_logprobs(model, val_tokens, profile.context_length, profile.stride, profile.batch_size)
+    result["val_ppl"] = perplexity(mem)
+    if val_base_logprobs is not None:
+        result["val_mix_ppl"] = perplexity(mix_logprobs(np.asarray(val_base_logprobs), mem, 0.5))
+    if val_targets is not None:
+        result["val_kl"] = validation_kl(model, val_tokens, val_targets, profile.context_length,
+                                         profile.stride, profile.batch_size)
+    model.train()
+    return result
 
 
 @torch.inference_mode()
-def _validation_kl(profile, model, tokens, targets, max_sequences: int = 64) -> float:
-    starts = sequence_starts(len(tokens), profile.context_length)[:max_sequences]
-    batch = make_batch(np.asarray(tokens), targets.ids, targets.probs, starts, profile.context_length)
+def validation_kl(model: Any, token_ids: np.ndarray, targets: Any, context_length: int,
+                  stride: int, batch_size: int = 32) -> float:
+    """Mean KL(p_kNN ‖ p_Mem) over positions 0..N-2, each scored once with the same sliding
+    windows as token_logprobs and the keys (targets row i = position i)."""
+    from .windows import window_batches
+
     device = next(model.parameters()).device
-    log_q = torch.log_softmax(model(batch["input_ids"].to(device)).logits.float(), -1)
-    return float(sparse_kl(log_q, batch["target_ids"].to(device),
-                           batch["target_probs"].to(device)).mean())
+    amp = autocast_dtype(device)
+    total, count = 0.0, 0
+    for ids, scored, positions in window_batches(token_ids, context_length, stride, batch_size):
+        with autocast(device, amp):
+            logits = model(ids.to(device), use_cache=False).logits[:, :-1]  # [b, L-1, V]
+        rows = positions.numpy()  # [b, L-1] targets rows
+        target_ids = torch.from_numpy(np.asarray(targets.ids[rows], dtype=np.int64)).to(device)
+        target_probs = torch.from_numpy(np.asarray(targets.probs[rows], dtype=np.float32)).to(device)
+        kl = sparse_kl(torch.log_softmax(logits.float(), -1), target_ids, target_probs)  # [b, L-1]
+        total += float(kl[scored.to(device)].double().sum())
+        count += int(scored.sum())
+    return total / count
+
+
+# --- checkpoints and the finished run ------------------------------------------------------
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No "Writing model shards" / "Loading weights" bars from every checkpoint save or load."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _save_model(model: Any, folder: Path) -> None:
+    with _quiet_transformers():
+        model.save_pretrained(folder)
+
+
+def _load_weights(model: Any, folder: Path) -> None:
+    """Copy the weights saved in `folder` (save_pretrained, tied weights handled) into `model`."""
+    from transformers import AutoModelForCausalLM
+
+    with _quiet_transformers():
+        saved = AutoModelForCausalLM.from_pretrained(folder)
+    model.load_state_dict(saved.state_dict())
 
 
 def _rng_state() -> dict:
@@ -189,31 +334,34 @@ def _rng_state() -> dict:
 
 
 def _save_checkpoint(out_dir, config, model, optimizer, scheduler, scaler, step, history) -> None:
-    """Weights (save_pretrained) + optimizer/scheduler/scaler/RNG state, swapped in atomically."""
-    final, tmp = out_dir / "checkpoint", out_dir / ".checkpoint.tmp"
+    """Weights (save_pretrained) + optimizer/scheduler/scaler/RNG state, written into a temporary
+    folder and renamed into place; history.json too, so a run can be plotted while it trains."""
+    final, tmp, old = out_dir / "checkpoint", out_dir / ".checkpoint.tmp", out_dir / ".checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    _save_model(model, tmp)
     torch.save({"config_hash": config_hash(config), "step": step, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "rng": _rng_state(), "history": history}, tmp / "training_state.pt")
-    shutil.rmtree(final, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
     tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    atomic_write_json(out_dir / "history.json", history)
 
 
 def _load_checkpoint(out_dir, config, model, optimizer, scheduler, scaler):
-    """(step, history) from a checkpoint of this config, with all states restored; else None."""
-    from safetensors.torch import load_file
-
-    path = out_dir / "checkpoint" / "training_state.pt"
+    """(step, history) from a checkpoint of this exact config, all states restored; else None."""
+    folder = out_dir / "checkpoint"
+    if not (folder / "training_state.pt").exists() and (out_dir / ".checkpoint.old").exists():
+        folder = out_dir / ".checkpoint.old"  # killed between the two renames of a save
+    path = folder / "training_state.pt"
     if not path.exists():
         return None
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location="cpu")
     if state["config_hash"] != config_hash(config):
         return None
-    weights = load_file(out_dir / "checkpoint" / "model.safetensors")
-    model.load_state_dict(weights, strict=False)
-    if "lm_head.weight" not in weights and getattr(model.config, "tie_word_embeddings", True):
-        model.tie_weights()
+    _load_weights(model, folder)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
@@ -223,17 +371,47 @@ def _load_checkpoint(out_dir, config, model, optimizer, scheduler, scaler):
     return state["step"], state["history"]
 
 
+def _is_finished(out_dir: Path, config: dict) -> bool:
+    """A finished run of this config: manifest with the same hash and the final model folder."""
+    manifest = read_manifest(out_dir) if out_dir.exists() else None
+    return (manifest is not None and manifest["config_hash"] == config_hash(config)
+            and (out_dir / "model" / "config.json").exists() and (out_dir / "history.json").exists())
+
+
+def _reuse(out_dir: Path, model: Any) -> tuple[Any, dict]:
+    """The finished run's weights, loaded into `model` (on its device), and its history."""
+    _load_weights(model, out_dir / "model")
+    return model.eval(), load_history(out_dir)
+
+
+def _clear_run(out_dir: Path) -> None:
+    """Remove a stale run's files (manifest first, so nothing looks finished); nothing else."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def _finish(out_dir: Path, config: dict, model: Any, history: dict) -> None:
-    """Final weights and history, then the manifest (last: the run is complete)."""
+    """Final weights and history, then the manifest (last: the run is complete), then the
+    checkpoint is dropped (the optimizer state is twice the model)."""
     final, tmp = out_dir / "model", out_dir / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    _save_model(model, tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     atomic_write_json(out_dir / "history.json", history)
-    write_manifest(out_dir, config, steps=len(history["steps"]))
+    write_manifest(out_dir, config, steps=len(history["steps"]),
+                   final_eval=history["evals"][-1] if history["evals"] else None)
+    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
 
 
 def load_history(out_dir: str | Path) -> dict:
-    return json.loads((Path(out_dir) / "history.json").read_text())
-
+    """The training history of a run folder (history.json)."""
+    path = Path(out_dir) / "history.json"
+    if not path.exists():
+        raise ValueError(f"{path} does not exist: train the Memory Decoder first")
+    return json.loads(path.read_text())

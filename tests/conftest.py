@@ -7,6 +7,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from memdec_helpers.profiles import load_profile
 
+torch.set_num_threads(1)  # tiny models: one thread is as fast and avoids oversubscription
+
 VOCAB = 97
 
 

@@ -1,12 +1,23 @@
-"""Interpolated decoding: alpha 0 / 1 equal each model's own greedy generate; cache is exact."""
+"""Interpolated decoding: alpha 0 / 1 equal each model's own greedy generate; the cached steps
+equal full forward passes; sampling is seeded and follows the filtered mixed distribution."""
+import numpy as np
 import pytest
 import torch
 
 from conftest import make_gpt2
-from memdec_helpers.evaluate import mix_logprobs
 from memdec_helpers.generate import filter_logits, generate
 
 PROMPT = torch.tensor([[5, 17, 3, 42, 8], [1, 2, 3, 4, 5]])
+
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread; on a shared 2-core machine 2 threads thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -19,45 +30,106 @@ def hf_greedy(model, n):
                           pad_token_id=0, eos_token_id=None)
 
 
-def test_alpha_zero_greedy_equals_base_generate(models):
+def full_forward_mix(base, mem, prefix, alpha):
+    """Mixed next-token probabilities of `prefix` [B, T] from no-cache forward passes, float64."""
+    with torch.no_grad():
+        p_base = torch.softmax(base(prefix).logits[:, -1].double(), -1)
+        p_mem = torch.softmax(mem(prefix).logits[:, -1].double(), -1)
+    return alpha * p_mem + (1 - alpha) * p_base  # [B, V], probability space
+
+
+def test_alpha_zero_or_no_memdec_greedy_equals_base_generate(models):
     base, mem = models
-    assert torch.equal(generate(base, mem, PROMPT, 12, alpha=0.0), hf_greedy(base, 12))
+    want = hf_greedy(base, 12)
+    assert torch.equal(generate(base, mem, PROMPT, 12, alpha=0.0), want)
+    assert torch.equal(generate(base, mem, PROMPT, 12, alpha=None), want)
+    assert torch.equal(generate(base, None, PROMPT, 12), want)
 
 
 def test_alpha_one_greedy_equals_memdec_generate(models):
     base, mem = models
-    assert torch.equal(generate(base, mem, PROMPT, 12, alpha=1.0), hf_greedy(mem, 12))
+    want = hf_greedy(mem, 12)
+    assert not torch.equal(want, hf_greedy(base, 12))  # the two models really disagree
+    assert torch.equal(generate(base, mem, PROMPT, 12, alpha=1.0), want)
 
 
 def test_cached_steps_equal_full_recomputation(models):
     base, mem = models
     ids, steps = generate(base, mem, PROMPT, 8, alpha=0.3, return_logprobs=True)
+    assert steps.shape == (2, 8, base.config.vocab_size)
     for t in range(8):
-        prefix = ids[:, : PROMPT.shape[1] + t]
-        with torch.no_grad():
-            b = torch.log_softmax(base(prefix).logits[:, -1], -1)
-            m = torch.log_softmax(mem(prefix).logits[:, -1], -1)
-        torch.testing.assert_close(steps[:, t], mix_logprobs(b, m, 0.3), atol=1e-5, rtol=1e-5)
+        want = full_forward_mix(base, mem, ids[:, : PROMPT.shape[1] + t], 0.3)
+        torch.testing.assert_close(steps[:, t].double().exp(), want, atol=1e-6, rtol=1e-5)
+        assert torch.equal(ids[:, PROMPT.shape[1] + t], want.argmax(-1))  # greedy on the mixture
 
 
-def test_top_k_one_sampling_is_greedy_and_seeded_sampling_repeats(models):
+def test_top_k_one_or_tiny_top_p_sampling_is_greedy(models):
     base, mem = models
     greedy = generate(base, mem, PROMPT, 10, alpha=0.5)
     assert torch.equal(generate(base, mem, PROMPT, 10, alpha=0.5, do_sample=True, top_k=1, seed=3), greedy)
+    assert torch.equal(generate(base, mem, PROMPT, 10, alpha=0.5, do_sample=True, top_p=1e-6, seed=3), greedy)
+
+
+def test_seeded_sampling_repeats_and_seeds_differ(models):
+    base, mem = models
     a = generate(base, mem, PROMPT, 10, alpha=0.5, do_sample=True, seed=7)
     b = generate(base, mem, PROMPT, 10, alpha=0.5, do_sample=True, seed=7)
-    assert torch.equal(a, b)
+    c = generate(base, mem, PROMPT, 10, alpha=0.5, do_sample=True, seed=8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_top_p_keeps_the_smallest_nucleus():
-    logprobs = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = torch.isfinite(filter_logits(logprobs, 1.0, 0, 0.7))
-    assert kept.tolist() == [[True, True, False, False]]
+def test_samples_follow_the_filtered_mixture(models):
+    """4000 one-token samples of one prompt vs softmax(top-5 of log p_mix / 0.5) from full forward
+    passes: total variation < 0.05 (expected ~0.01 for this sample size)."""
+    base, mem = models
+    prompt = PROMPT[:1].repeat(4000, 1)
+    out = generate(base, mem, prompt, 1, alpha=0.4, do_sample=True, temperature=0.5, top_k=5, seed=0)
+    counts = np.bincount(out[:, -1].numpy(), minlength=base.config.vocab_size) / len(prompt)
+    logits = np.log(full_forward_mix(base, mem, PROMPT[:1], 0.4)[0].numpy()) / 0.5
+    top5 = np.argsort(-logits)[:5]
+    want = np.zeros_like(logits)
+    want[top5] = np.exp(logits[top5] - logits[top5].max())
+    want /= want.sum()
+    assert counts[np.setdiff1d(np.arange(len(want)), top5)].sum() == 0
+    assert 0.5 * np.abs(counts - want).sum() < 0.05
+
+
+def test_filter_logits_against_numpy():
+    g = torch.Generator().manual_seed(0)
+    logprobs = torch.log_softmax(torch.randn(3, 20, generator=g), -1)
+    kept = torch.isfinite(filter_logits(logprobs, 1.0, 4, 1.0)).numpy()
+    want = np.zeros_like(kept)
+    np.put_along_axis(want, np.argsort(-logprobs.numpy(), 1)[:, :4], True, 1)
+    assert (kept == want).all()
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]])
+    kept = torch.isfinite(filter_logits(probs.log(), 1.0, 0, 0.7))
+    assert kept.tolist() == [[True, True, False, False], [False, False, True, True]]
+    scaled = filter_logits(logprobs, 2.0, 0, 1.0)
+    torch.testing.assert_close(scaled, logprobs / 2)
+
+
+def test_models_in_train_mode_decode_without_dropout(models):
+    base, mem = models
+    want = generate(base, mem, PROMPT, 6, alpha=0.5)
+    base.train(), mem.train()
+    assert torch.equal(generate(base, mem, PROMPT, 6, alpha=0.5), want)
+    assert base.training and mem.training  # modes restored
 
 
 def test_errors(models):
     base, mem = models
-    with pytest.raises(ValueError, match="alpha"):
-        generate(base, mem, PROMPT, 2, alpha=1.2)
+    for alpha in (-0.1, 1.2):
+        with pytest.raises(ValueError, match="alpha"):
+            generate(base, mem, PROMPT, 2, alpha=alpha)
     with pytest.raises(ValueError, match="same tokenizer"):
         generate(base, make_gpt2(vocab=50), PROMPT, 2, alpha=0.5)
+    with pytest.raises(ValueError, match="positions"):
+        generate(base, mem, PROMPT, 64, alpha=0.5)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(base, mem, PROMPT, 2, do_sample=True, temperature=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        generate(base, mem, PROMPT, 2, do_sample=True, top_p=0.0)
+    with pytest.raises(ValueError, match="input_ids"):
+        generate(base, mem, PROMPT + 200, 2)
+    with pytest.raises(ValueError, match="input_ids"):
+        generate(base, mem, PROMPT[:, :0], 2)

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from memdec_helpers.index import build_index, load_index, search
+from memdec_helpers.index import build_index, load_index, recall_at_k, search
 
 
 def fake_datastore(keys, name="ds"):
@@ -45,7 +45,7 @@ def test_ivf_recall_on_clustered_keys(profile):
     _, got = search(index, queries, 16)
     _, want = brute_force(store.keys.astype(np.float64), queries.astype(np.float64), 16)
     recall = np.mean([len(set(a) & set(b)) / 16 for a, b in zip(got, want)])
-    assert recall >= 0.9
+    assert recall >= 0.9  # measured: 1.0 (nlist 64 = cluster count, nprobe 8)
 
 
 def test_ivfpq_builds_and_rejects_bad_code_size(profile):
@@ -53,6 +53,9 @@ def test_ivfpq_builds_and_rejects_bad_code_size(profile):
     store = fake_datastore(clustered_keys(3000, 32))
     index = build_index(profile, store, progress=False)
     assert index.ntotal == 3000
+    queries = clustered_keys(200, 32, seed=6).astype(np.float32)
+    _, want = brute_force(store.keys.astype(np.float64), queries.astype(np.float64), 10)
+    assert recall_at_k(search(index, queries, 10)[1], want) >= 0.4  # measured 0.56: 4-d per byte
     profile.pq_code_bytes = 7
     with pytest.raises(ValueError, match="pq_code_bytes"):
         build_index(profile, fake_datastore(clustered_keys(3000, 32), "other"), progress=False)
@@ -136,3 +139,22 @@ def test_ivfpq_needs_enough_training_keys(profile, tmp_path):
 def test_load_index_without_a_file(tmp_path):
     with pytest.raises(ValueError, match="build it first"):
         load_index(tmp_path)
+
+
+def test_stage_argument_and_bad_knobs(profile, tmp_path):
+    from pathlib import Path
+
+    store = fake_datastore(np.random.default_rng(0).normal(size=(100, 8)))
+    build_index(profile, store, progress=False, stage="index-exact")
+    assert (Path(profile.artifacts_dir) / profile.name / "index-exact" / "index.faiss").is_file()
+    with pytest.raises(ValueError, match="stage"):
+        build_index(profile, store, progress=False, stage="../elsewhere")
+    profile.index_type = "hnsw"
+    with pytest.raises(ValueError, match="index_type"):
+        build_index(profile, store, progress=False)
+
+
+
+def test_recall_at_k_counts_shared_neighbours():
+    got = recall_at_k(np.array([[1, 2, 3], [7, 8, 9]]), np.array([[3, 4, 5], [9, 8, 7]]))
+    assert got == pytest.approx((1 / 3 + 1) / 2)

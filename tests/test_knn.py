@@ -136,3 +136,23 @@ def test_knn_lm_logprobs_equal_brute_force_for_every_temperature():
             assert got[t][q] == pytest.approx(expected, rel=1e-4, abs=1e-5)
     with pytest.raises(ValueError, match="temperatures"):
         knn_lm_logprobs(index, vals, queries, targets, [0.0], k=4)
+
+
+def test_k_zero_and_bad_targets_are_refused():
+    with pytest.raises(ValueError, match="k >= 1"):
+        knn_distribution(torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.long), 1.0)
+    with pytest.raises(ValueError, match="targets"):
+        knn_token_logprobs(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long), [1, 2, 3], 1.0)
+    with pytest.raises(ValueError, match="m=0"):
+        top_m(torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3) / 3, 0)
+
+
+def test_huge_distances_in_token_logprobs_and_many_rows_at_once():
+    distances = torch.tensor([[1e30, 1e30, 3e30], [2.0, 1e30, 1e30]])
+    tokens = torch.tensor([[1, 2, 1], [4, 4, 5]])
+    got = knn_token_logprobs(distances, tokens, [1, 4], 1.0)
+    np.testing.assert_allclose(got, [math.log(0.5), 0.0], atol=1e-6)
+    ids, probs = knn_distribution(distances, tokens, 1.0)
+    assert ids.shape == (2, 2) and ids[0].sort().values.tolist() == [1, 2]
+    torch.testing.assert_close(probs, torch.tensor([[0.5, 0.5], [1.0, 0.0]]))
+    assert ids[1, 0] == 4

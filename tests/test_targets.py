@@ -62,7 +62,11 @@ def test_self_is_excluded_by_position_not_by_rank(profile):
     keys = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [9.0, 9.0]])
     vals = np.array([7, 3, 5, 6])
     store = datastore(keys, vals)
-    t = build_targets(profile, store, build_index(profile, store, progress=False), progress=False)
+    index = build_index(profile, store, progress=False)
+    from memdec_helpers.index import search
+
+    assert search(index, keys[1:2].astype(np.float32), 3)[1][0, 0] == 0  # the premise: 0 first
+    t = build_targets(profile, store, index, progress=False)
     row = dict(zip(t.ids[1].tolist(), t.probs[1].astype(float).tolist()))
     assert row.get(3, 0.0) == 0.0  # its own next token is not a target ...
     assert row[7] > 0.99  # ... the duplicate's is
@@ -137,3 +141,81 @@ def test_targets_follow_the_index_and_refuse_a_foreign_one(small):
     other = datastore(keys[:100], vals[:100], "other")
     with pytest.raises(ValueError, match="does not belong"):
         build_targets(profile, store, build_index(profile, other, progress=False), progress=False)
+
+
+def test_drop_self_removes_the_own_position_or_else_the_farthest():
+    from memdec_helpers.targets import drop_self
+
+    distances = np.array([[0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 0.0, 0.0], [0.0, 3.0, 4.0, 5.0]])
+    indices = np.array([[4, 7, 2, 9], [1, 2, 3, 4], [5, 6, 8, 9]])
+    d, i = drop_self(distances, indices, np.array([7, 9, 5]))
+    assert i.tolist() == [[4, 2, 9], [1, 2, 3], [6, 8, 9]]  # self anywhere, absent, first
+    assert d.tolist() == [[0.0, 1.0, 2.0], [0.0, 0.0, 0.0], [3.0, 4.0, 5.0]]
+
+
+def test_rows_sum_to_one_mass_in_range_and_padding_is_zero(profile):
+    """Only 3 distinct next tokens but m = 6: every row is padded with prob exactly 0."""
+    profile.k, profile.target_top_m, profile.knn_temperature = 10, 6, 5.0
+    rng = np.random.default_rng(7)
+    keys, vals = rng.normal(size=(200, 4)), rng.integers(0, 3, 200)
+    store = datastore(keys, vals)
+    t = build_targets(profile, store, build_index(profile, store, progress=False), progress=False)
+    probs = np.asarray(t.probs, dtype=np.float64)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=3e-3)
+    assert (probs[:, 3:] == 0).all() and (probs[:, :1] > 0).all()
+    assert all(len(set(row)) == 6 for row in t.ids.tolist())  # padding ids are unique too
+    mass = np.asarray(t.mass, dtype=np.float64)
+    assert (mass > 0).all() and (mass <= 1).all() and mass.min() == 1.0  # 3 tokens <= m: all kept
+    assert t.manifest["mean_retained_mass"] == pytest.approx(1.0)
+
+
+def test_mass_reports_what_top_m_drops(small):
+    profile, keys, vals = small
+    profile.target_top_m = 1
+    store = datastore(keys, vals)
+    t = build_targets(profile, store, build_index(profile, store, progress=False), progress=False)
+    for i in range(0, 300, 37):
+        _, want = brute_force_row(keys, vals, i, 8, 2.0, 1)
+        assert float(t.mass[i]) == pytest.approx(want, abs=2e-3)
+    assert 0 < mean_retained_mass(t) < 1 and (np.asarray(t.probs) == 1).all()
+
+
+def test_eval_targets_accept_a_vals_array_and_equal_brute_force(small):
+    profile, keys, vals = small
+    store = datastore(keys, vals)
+    index = build_index(profile, store, progress=False)
+    queries = np.random.default_rng(9).normal(size=(20, 8)).astype(np.float32)
+    t = build_eval_targets(profile, index, store.vals, queries, "val")
+    stored = keys.astype(np.float16).astype(np.float64)
+    for q in range(20):
+        d = ((stored - queries[q].astype(np.float64)) ** 2).sum(1)
+        order = np.argsort(d, kind="stable")[:8]
+        w = np.exp(-(d[order] - d[order].min()) / 2.0)
+        p = defaultdict(float)
+        for wi, ti in zip(w / w.sum(), vals[order]):
+            p[int(ti)] += wi
+        top = dict(sorted(p.items(), key=lambda kv: -kv[1])[:4])
+        mass = sum(top.values())
+        got = {int(a): float(b) for a, b in zip(t.ids[q], t.probs[q]) if b > 0}
+        assert got.keys() == top.keys()
+        for tok, v in top.items():
+            assert got[tok] == pytest.approx(v / mass, abs=2e-3)
+    assert t.path.name == "targets-val"
+
+
+def test_bad_arguments_are_refused_before_any_file_is_written(small, tmp_path):
+    profile, keys, vals = small
+    store = datastore(keys, vals)
+    index = build_index(profile, store, progress=False)
+    profile.knn_temperature = 0.0
+    with pytest.raises(ValueError, match="knn_temperature"):
+        build_targets(profile, store, index, progress=False)
+    profile.knn_temperature, profile.target_top_m = 2.0, 9
+    with pytest.raises(ValueError, match="target_top_m"):
+        build_targets(profile, store, index, progress=False)
+    profile.target_top_m = 4
+    with pytest.raises(ValueError, match="name"):
+        build_eval_targets(profile, index, store, keys[:3].astype(np.float32), "../x")
+    with pytest.raises(ValueError, match="does not belong"):
+        build_eval_targets(profile, index, store, np.zeros((3, 5), np.float32), "val")
+    assert not [p for p in (tmp_path / "artifacts").rglob("*") if "targets" in str(p)]
