@@ -3,6 +3,8 @@
 One module per stage: corpus, models, datastore, index, knn, targets, memdec, train, evaluate,
 generate, plots, profiles, run; `pipeline` chains them with on-disk caching for the notebooks.
 """
+from . import (artifacts, corpus, datastore, evaluate, generate, index, knn, knnlm, memdec,
+               models, pipeline, plots, profiles, run, targets, train, windows)
 from .corpus import load_corpus
 from .datastore import build_datastore, extract_keys, load_datastore
 from .evaluate import mix_logprobs, perplexity, token_logprobs

@@ -131,7 +131,7 @@ def _split_corpus(config: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
 
 def _tokenize_splits(profile: Any, splits: dict[str, list[tuple[str, str]]],
                      progress: bool) -> dict[str, np.ndarray]:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .models import load_tokenizer
 

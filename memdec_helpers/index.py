@@ -14,7 +14,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .artifacts import (atomic_path, clear_stage, read_manifest, stage_dir, stage_is_current,
                         write_manifest)

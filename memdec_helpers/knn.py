@@ -106,7 +106,7 @@ def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarr
                     progress: bool = False, batch_size: int = 4096) -> dict[float, np.ndarray]:
     """temperature -> per-token log p_kNN(next token) [Q]; one search per query batch serves
     every temperature, and only a batch's [b, k] neighbours are ever held in memory."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .index import search
 

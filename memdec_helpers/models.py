@@ -58,7 +58,9 @@ def load_base_model(profile: Any, which: int = 0, device: str | None = None) -> 
     Tiny models come from the package; hub names go through `from_pretrained` (offline: one
     clear error that suggests the `tiny` profile)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in every notebook
     name = base_model_name(profile, which)
     revision = {"revision": profile.base_model_revision} if profile.base_model_revision else {}
     model = _pretrained(AutoModelForCausalLM, name, f"base model {name!r}",

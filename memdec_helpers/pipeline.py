@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import stage_dir
+from .artifacts import config_hash, stage_dir
 from .corpus import load_corpus
 from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
 from .devices import resolve_device, seed_everything
@@ -104,21 +104,35 @@ def base_logprobs(profile: Profile, split: str, which: int = 0) -> np.ndarray:
                                  model_id(model), progress=False)
 
 
+_KNN: dict[tuple, dict[float, np.ndarray]] = {}
+
+
 def knn_logprobs(profile: Profile, split: str, temperatures: list[float] | None = None,
                  k: int | None = None) -> dict[float, np.ndarray]:
     """temperature -> per-token log p_kNN of a held-out split (kNN-LM), one search for all."""
-    keys, vals = eval_keys(profile, split)
-    temps = temperatures or sorted(set(profile.knn_temperature_grid) | {profile.knn_temperature})
-    return knn_lm_logprobs(index(profile, False), datastore(profile, False).vals, keys, vals,
-                           temps, k or profile.k)
+    temps = tuple(temperatures or sorted(set(profile.knn_temperature_grid) | {profile.knn_temperature}))
+    store = datastore(profile, False)
+    key = (store.manifest["config_hash"], split, temps, k or profile.k, profile.index_type,
+           profile.nprobe, profile.max_eval_tokens)
+    if key not in _KNN:
+        keys, vals = eval_keys(profile, split)
+        _KNN[key] = knn_lm_logprobs(index(profile, False), store.vals, keys, vals, list(temps),
+                                    k or profile.k)
+    return _KNN[key]
 
 
 def memdec_dir(profile: Profile, name: str = "memdec") -> Any:
     return stage_dir(profile, name)
 
 
+_MEMDEC: dict[tuple, tuple[Any, dict]] = {}
+
+
 def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec") -> tuple[Any, dict]:
-    """Train (or reuse) the Memory Decoder; returns (model, history)."""
+    """Train (or reuse) the Memory Decoder; returns (model, history). Memoised per session."""
+    key = (name, config_hash(profile.to_dict()))
+    if key in _MEMDEC:
+        return _MEMDEC[key]
     base_model, _ = base(profile, 0)
     tokens = corpus(profile)
     init_from = None
@@ -130,14 +144,15 @@ def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec"
         profile, model, tokens["train"], targets(profile, progress), memdec_dir(profile, name),
         val_tokens=tokens["validation"], val_targets=validation_targets(profile),
         val_base_logprobs=base_logprobs(profile, "validation"), progress=progress)
-    return trained.to(resolve_device(profile.device)).eval(), history
+    _MEMDEC[key] = trained.to(resolve_device(profile.device)).eval(), history
+    return _MEMDEC[key]
 
 
 def memdec_logprobs(profile: Profile, split: str, name: str = "memdec") -> np.ndarray:
+    """Per-token log-probs of the trained Memory Decoder (cached by its run's config)."""
     model, history = memory_decoder(profile, progress=False, name=name)
     return cached_token_logprobs(profile, name, model, corpus(profile)[split], split,
-                                 f"{name}:{history['config']['targets']}:{len(history['steps'])}",
-                                 progress=False)
+                                 f"{name}:{config_hash(history['config'])}", progress=False)
 
 
 def split_logprobs(profile: Profile, split: str, which: int = 0) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .artifacts import (atomic_write_json, clear_stage, open_memmap, read_manifest, stage_dir,
                         stage_is_current, write_manifest)

@@ -171,7 +171,7 @@ def train_memory_decoder(profile: Any, model: Any, train_tokens: np.ndarray, tar
                          callback: Callable[[dict], None] | None = None) -> tuple[Any, dict]:
     """Train `model` on the kNN targets (or reuse a finished run of the same config); returns
     (trained model in eval mode, history). `callback(step_record)` runs after every step."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     train_tokens = np.asarray(train_tokens)
     val_tokens = None if val_tokens is None else np.asarray(val_tokens)

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 @dataclass
