@@ -2,5 +2,4 @@
 # Run the whole course (every notebook in order, with papermill) on a profile (default: tiny).
 # Executed notebooks and a results summary land in runs/<profile>/ (git-ignored).
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-export MPLBACKEND=Agg
 python -m memdec_helpers.run --profile "${1:-tiny}" "${@:2}"

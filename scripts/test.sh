@@ -2,4 +2,4 @@
 # Run the whole test suite: unit tests of memdec_helpers + every notebook on `tiny` under nbval.
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 export MPLBACKEND=Agg PYTHONHASHSEED=0
-python -m pytest tests "$@"
+python -m pytest tests notebooks --nbval-lax "$@"
