@@ -35,7 +35,7 @@ def knn_lm_generate(base_model: Any, index: Any, vals: np.ndarray, input_ids: to
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam={lam} must be in [0, 1] (the kNN distribution's weight)")
     ids = torch.as_tensor(input_ids)
-    ids = ids[None] if ids.ndim == 1 else ids
+    ids = (ids[None] if ids.ndim == 1 else ids).to(next(base_model.parameters()).device)
     lm = CachedLM(base_model)
     vocab = base_model.config.vocab_size
     with capture_keys(base_model, key_layer) as box:

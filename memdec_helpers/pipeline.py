@@ -5,6 +5,7 @@ if they are missing or stale. Models and token streams are memoised for the sess
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 from typing import Any
 
@@ -20,16 +21,19 @@ from .index import build_index
 from .knn import knn_lm_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id
-from .profiles import Profile, load_profile
+from .profiles import Profile, check_overrides, load_profile, validate_profile
+
 from .targets import Targets, build_eval_targets, build_targets
-from .train import train_memory_decoder
+from .train import is_finished, train_config, train_memory_decoder
 
 
 def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: Any) -> Profile:
-    """Load the profile (a name, a YAML path or a Profile), seed everything, say where we run."""
+    """Load the profile (a name, a YAML path or a Profile, plus overrides), seed everything,
+    and say where we run."""
     if isinstance(profile, Profile):
-        profile = load_profile(profile.name, **{**profile.to_dict(), **overrides, "name": profile.name}) \
-            if overrides else profile
+        check_overrides(overrides, "setup() overrides")
+        profile = dataclasses.replace(profile, **overrides)
+        validate_profile(profile)
     else:
         profile = load_profile(profile, **overrides)
     seed_everything(profile.seed)
@@ -140,10 +144,14 @@ def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec"
         init_from, _ = base(profile, int(profile.memdec_init.split(":")[1]))
     model = build_memory_decoder(profile, base_model=init_from or base_model)
     check_same_vocabulary(model, base_model)
-    trained, history = train_memory_decoder(
-        profile, model, tokens["train"], targets(profile, progress), memdec_dir(profile, name),
-        val_tokens=tokens["validation"], val_targets=validation_targets(profile),
-        val_base_logprobs=base_logprobs(profile, "validation"), progress=progress)
+    train_targets, out_dir = targets(profile, progress), memdec_dir(profile, name)
+    finished = is_finished(out_dir, train_config(profile, model, tokens["train"], train_targets))
+    validation = {} if finished else {  # only a run that still has to train needs these
+        "val_targets": validation_targets(profile),
+        "val_base_logprobs": base_logprobs(profile, "validation")}
+    trained, history = train_memory_decoder(profile, model, tokens["train"], train_targets,
+                                            out_dir, val_tokens=tokens["validation"],
+                                            progress=progress, **validation)
     _MEMDEC[key] = trained.to(resolve_device(profile.device)).eval(), history
     return _MEMDEC[key]
 

@@ -99,7 +99,7 @@ def resolve_auto() -> str:
     return "tiny"
 
 
-def _check_overrides(overrides: dict[str, Any], source: str) -> None:
+def check_overrides(overrides: dict[str, Any], source: str) -> None:
     unknown = sorted(set(overrides) - set(KNOBS))
     if unknown:
         raise ValueError(
@@ -116,7 +116,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _validate(p: Profile) -> None:
+def validate_profile(p: Profile) -> None:
     def need(cond: bool, knob: str, allowed: str) -> None:
         if not cond:
             raise ValueError(f"profile knob {knob}={getattr(p, knob)!r} is invalid: {allowed}")
@@ -153,10 +153,10 @@ def load_profile(name: str = "tiny", **overrides: Any) -> Profile:
             "or the path of an existing .yaml file"
         )
     values = _read_yaml(path)
-    _check_overrides(values, str(path))
-    _check_overrides(overrides, "load_profile() overrides")
+    check_overrides(values, str(path))
+    check_overrides(overrides, "load_profile() overrides")
     values.setdefault("name", path.stem)
     values.update(overrides)
     profile = Profile(**values)
-    _validate(profile)
+    validate_profile(profile)
     return profile

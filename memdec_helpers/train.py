@@ -178,7 +178,7 @@ def train_memory_decoder(profile: Any, model: Any, train_tokens: np.ndarray, tar
     _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets, val_base_logprobs)
     out_dir = Path(out_dir)
     config = train_config(profile, model, train_tokens, targets)
-    if _is_finished(out_dir, config):
+    if is_finished(out_dir, config):
         return _reuse(out_dir, model)
     device = resolve_device(profile.device)
     amp = autocast_dtype(device, profile.dtype)
@@ -371,7 +371,7 @@ def _load_checkpoint(out_dir, config, model, optimizer, scheduler, scaler):
     return state["step"], state["history"]
 
 
-def _is_finished(out_dir: Path, config: dict) -> bool:
+def is_finished(out_dir: Path, config: dict) -> bool:
     """A finished run of this config: manifest with the same hash and the final model folder."""
     manifest = read_manifest(out_dir) if out_dir.exists() else None
     return (manifest is not None and manifest["config_hash"] == config_hash(config)
