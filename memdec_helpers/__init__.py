@@ -3,6 +3,11 @@
 One module per stage: corpus, models, datastore, index, knn, targets, memdec, train, evaluate,
 generate, plots, profiles, run; `pipeline` chains them with on-disk caching for the notebooks.
 """
+import warnings
+
+# tqdm.auto (imported by transformers/datasets) warns in notebooks without ipywidgets; bars still work
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 from . import (artifacts, corpus, datastore, evaluate, generate, index, knn, knnlm, memdec,
                models, pipeline, plots, profiles, run, targets, train, windows)
 from .corpus import load_corpus
