@@ -35,7 +35,7 @@ def test_strip_metadata_leaves_tags_and_drops_the_rest(tmp_path):
     assert set(out["metadata"]) == {"kernelspec"}
     assert len(out["cells"]) == 1
     assert out["cells"][0]["metadata"] == {"tags": ["parameters"]}
-    assert out["cells"][0]["execution_count"] is None
+    assert out["cells"][0]["execution_count"] is None  # no outputs: never run
 
 
 def test_recorded_results_are_collected(profile):
