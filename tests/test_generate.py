@@ -10,16 +10,6 @@ from memdec_helpers.generate import filter_logits, generate
 PROMPT = torch.tensor([[5, 17, 3, 42, 8], [1, 2, 3, 4, 5]])
 
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread; on a shared 2-core machine 2 threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def models():
     return make_gpt2(seed=0), make_gpt2(n_layer=1, seed=1)

@@ -30,16 +30,6 @@ def fake_targets(tokens, m=4, seed=0):
                            manifest={"config_hash": f"fake{seed}"})
 
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread; on a shared 2-core machine 2 threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def setup(profile, token_ids):
     profile.context_length, profile.stride, profile.batch_size = L, 8, 8
