@@ -9,7 +9,7 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 from . import (artifacts, corpus, datastore, evaluate, generate, index, knn, knnlm, memdec,
-               models, pipeline, plots, profiles, run, targets, train, windows)
+               models, pipeline, plots, profiles, targets, train, windows)
 from .corpus import load_corpus
 from .datastore import build_datastore, extract_keys, load_datastore
 from .evaluate import mix_logprobs, perplexity, token_logprobs
@@ -17,7 +17,7 @@ from .knn import knn_distribution
 from .memdec import build_memory_decoder, memdec_loss
 from .models import load_base_model, load_tokenizer
 from .profiles import Profile, load_profile
-from .run import record_results
+from .artifacts import record_results
 
 __all__ = ["Profile", "build_datastore", "build_memory_decoder", "extract_keys", "knn_distribution",
            "load_base_model", "load_corpus", "load_datastore", "load_profile", "load_tokenizer",

@@ -148,3 +148,15 @@ def open_memmap(path: str | os.PathLike, dtype: Any, shape: tuple[int, ...], mod
                 f"{expected}: the file is truncated or corrupted; delete its folder to rebuild it"
             )
     return np.memmap(path, dtype=dtype, mode=mode, shape=shape)
+
+
+def record_results(profile: Any, name: str, data: dict[str, Any]) -> Path:
+    """Save a lesson's headline results (JSON) where the batch runner will collect them."""
+    path = stage_dir(profile, "results") / f"{name}.json"
+    atomic_write_json(path, data)
+    return path
+
+
+def load_results(profile: Any) -> dict[str, Any]:
+    directory = stage_dir(profile, "results")
+    return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}

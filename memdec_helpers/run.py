@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_write_json, project_root, stage_dir
+from .artifacts import atomic_write_json, load_results, project_root, record_results  # noqa: F401
 
 
 def notebooks_dir() -> Path:
@@ -35,18 +35,6 @@ def list_notebooks(only: list[str] | None = None) -> list[Path]:
         if not paths:
             raise ValueError(f"--only {only} matches no notebook in {notebooks_dir()}")
     return paths
-
-
-def record_results(profile: Any, name: str, data: dict[str, Any]) -> Path:
-    """Save a lesson's headline results (JSON) where the batch runner will collect them."""
-    path = stage_dir(profile, "results") / f"{name}.json"
-    atomic_write_json(path, data)
-    return path
-
-
-def load_results(profile: Any) -> dict[str, Any]:
-    directory = stage_dir(profile, "results")
-    return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
 
 
 def strip_metadata(path: Path) -> None:
