@@ -51,6 +51,14 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def array_hash(array: np.ndarray) -> str:
+    """A short content hash of an array (shape and dtype included): an input's identity in manifests."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""

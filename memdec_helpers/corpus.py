@@ -6,14 +6,14 @@ Wikipedia article) belongs to exactly one split, so held-out text never leaks in
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .artifacts import atomic_save_npy, clear_stage, stage_dir, stage_is_current, write_manifest
+from .artifacts import (array_hash, atomic_save_npy, clear_stage, stage_dir, stage_is_current,
+                        write_manifest)
 from .hub import from_hub
 
 CORPORA_DIR = Path(__file__).parent / "data" / "corpora"
@@ -116,7 +116,7 @@ def load_corpus(profile: Any, which: str = "domain", progress: bool = True) -> d
         directory, config,
         documents={s: [name for name, _ in splits[s]] for s in SPLITS},
         tokens={s: int(len(t)) for s, t in tokens.items()},
-        sha256={s: hashlib.sha256(t.tobytes()).hexdigest()[:16] for s, t in tokens.items()},
+        sha256={s: array_hash(t) for s, t in tokens.items()},
     )
     return tokens
 

@@ -5,13 +5,13 @@ a few numpy operations.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .artifacts import atomic_save_npy, clear_stage, stage_dir, stage_is_current, write_manifest
+from .artifacts import (array_hash, atomic_save_npy, clear_stage, stage_dir, stage_is_current,
+                        write_manifest)
 from .devices import autocast, autocast_dtype, resolve_device
 from .windows import as_token_array, window_batches
 
@@ -157,8 +157,7 @@ def sweep(base_lp: Any, other_lp: Any, grid: Sequence[float]) -> dict[str, Any]:
 
 def tokens_hash(token_ids: Any) -> str:
     """A short hash of a token sequence: the identity of an input corpus in manifests."""
-    array = np.ascontiguousarray(as_token_array(token_ids), dtype=np.int64)
-    return hashlib.sha256(array.tobytes()).hexdigest()[:16]
+    return array_hash(as_token_array(token_ids).astype(np.int64, copy=False))
 
 
 def _check_cache_name(name: str, what: str) -> None:

@@ -10,7 +10,6 @@ into `runs/<profile>/summary.md` and `summary.json`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -6,7 +6,6 @@ blindly, which removes the wrong neighbour whenever another key ties with it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .artifacts import (atomic_write_json, clear_stage, open_memmap, read_manifest, stage_dir,
-                        stage_is_current, write_manifest)
+from .artifacts import (array_hash, atomic_write_json, clear_stage, open_memmap, read_manifest,
+                        stage_dir, stage_is_current, write_manifest)
 from .index import index_identity, search
 from .knn import knn_distribution, top_m
 
@@ -95,9 +94,9 @@ def build_eval_targets(profile: Any, index: Any, datastore_vals: Any, query_keys
     _check_stage_name(name)
     vals = getattr(datastore_vals, "vals", datastore_vals)
     manifest = getattr(datastore_vals, "manifest", None)
-    identity = manifest["config_hash"] if manifest else _array_hash(np.asarray(vals))
+    identity = manifest["config_hash"] if manifest else array_hash(np.asarray(vals))
     config = {"datastore": identity, "index": index_fingerprint(index),
-              "queries": _array_hash(np.asarray(query_keys)),
+              "queries": array_hash(np.asarray(query_keys)),
               **profile.subset("k", "knn_temperature", "target_top_m")}
     return _build(profile, f"targets-{name}", config, query_keys, index, vals, False, progress)
 
@@ -106,13 +105,6 @@ def index_fingerprint(index: Any) -> dict[str, Any]:
     """The index's stage hash (nlist, training sample, ... when it came from build_index or
     load_index), type, size and nprobe: any change means new neighbours, so new targets."""
     return index_identity(index)
-
-
-def _array_hash(array: np.ndarray) -> str:
-    """Content hash of an array (shape and dtype included), for inputs without a manifest."""
-    digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
-    digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _check_stage_name(name: str) -> None:
