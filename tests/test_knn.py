@@ -156,3 +156,23 @@ def test_huge_distances_in_token_logprobs_and_many_rows_at_once():
     assert ids.shape == (2, 2) and ids[0].sort().values.tolist() == [1, 2]
     torch.testing.assert_close(probs, torch.tensor([[0.5, 0.5], [1.0, 0.0]]))
     assert ids[1, 0] == 4
+
+
+@pytest.mark.parametrize("high", [50, 2**40])  # int32 keys, and values too big for them
+def test_sort_rows_is_a_stable_sort(high):
+    from memdec_helpers.knn import sort_rows
+
+    values = torch.randint(0, 5, (40, 33), generator=torch.Generator().manual_seed(1)) * (high // 5)
+    got_values, got_columns = sort_rows(values)
+    want = np.argsort(values.numpy(), axis=1, kind="stable")
+    np.testing.assert_array_equal(got_columns.numpy(), want)
+    np.testing.assert_array_equal(got_values.numpy(), np.take_along_axis(values.numpy(), want, 1))
+
+
+def test_missing_ids_are_the_smallest_absent_ones():
+    from memdec_helpers.knn import _missing_ids
+
+    tokens = torch.randint(0, 12, (30, 8), generator=torch.Generator().manual_seed(2))
+    got = _missing_ids(tokens, 5)
+    for row, ids in zip(tokens.tolist(), got.tolist()):
+        assert ids == [i for i in range(100) if i not in row][:5]
