@@ -12,8 +12,9 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
+import torch  # noqa: F401  before faiss: loaded after faiss's OpenMP, torch and faiss
+import faiss  # interleaved (kNN-LM decoding) ran 2x slower on 2 cores (benchmarks/speed.py)
 from tqdm import tqdm
 
 from .artifacts import (atomic_path, clear_stage, read_manifest, stage_dir, stage_is_current,
