@@ -81,7 +81,8 @@ def knn_distribution(distances: torch.Tensor, neighbor_tokens: torch.Tensor,
 
 
 def sort_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stable ascending sort of each row of non-negative integers: (sorted int64, columns).
+    """Stable ascending sort of each row of non-negative integers (token ids, int32 keys):
+    (sorted int64 [B, k], their original columns [B, k]).
 
     One numpy sort of packed (value, column) keys: numpy's SIMD sort is several times faster
     than torch's on short rows, and the column in the low bits makes the sort stable."""
