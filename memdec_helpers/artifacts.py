@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 MANIFEST = "manifest.json"
+PROGRESS = ".progress.json"  # how far an unfinished streaming build got (datastore, targets)
 
 
 def project_root() -> Path | None:
@@ -36,6 +37,14 @@ def artifacts_root(artifacts_dir: str) -> Path:
     if os.environ.get("MEMDEC_ARTIFACTS"):
         return Path(os.environ["MEMDEC_ARTIFACTS"])
     return (project_root() or Path.cwd()) / path
+
+
+def check_stage_name(name: Any, what: str = "stage") -> None:
+    """`name` becomes a folder under the profile's artifacts: a non-empty plain name (no path
+    separators, no leading dot), else ValueError naming the argument `what`."""
+    if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name:
+        raise ValueError(f"{what}={name!r} must be a plain folder name (not empty, no path "
+                         "separators, no leading dot), e.g. 'validation'")
 
 
 def stage_dir(profile: Any, stage: str) -> Path:
@@ -142,6 +151,23 @@ def clear_stage(directory: str | os.PathLike) -> None:
         manifest.unlink()
     for p in directory.iterdir():
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def resume_point(directory: str | os.PathLike, expected: dict[str, Any],
+                 part_sizes: dict[str, int], counter: str) -> int:
+    """Where an interrupted build continues: `counter` of its progress file, if that file's
+    `expected` fields match and every .part file has its full size; else clear the stage, 0."""
+    directory = Path(directory)
+    try:
+        state = json.loads((directory / PROGRESS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        state = None
+    parts_ok = all((directory / name).exists() and (directory / name).stat().st_size == size
+                   for name, size in part_sizes.items())
+    if isinstance(state, dict) and parts_ok and all(state.get(k) == v for k, v in expected.items()):
+        return int(state[counter])
+    clear_stage(directory)
+    return 0
 
 
 def open_memmap(path: str | os.PathLike, dtype: Any, shape: tuple[int, ...], mode: str = "r"):

@@ -8,7 +8,6 @@ On disk: raw memmaps `keys.f16` [N, d] and `vals.i32` [N], streamed batch by bat
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,8 +15,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .artifacts import (atomic_write_json, clear_stage, open_memmap, read_manifest, stage_dir,
-                        stage_is_current, write_manifest)
+from .artifacts import (PROGRESS, atomic_write_json, check_stage_name, open_memmap,
+                        read_manifest, resume_point, stage_dir, stage_is_current, write_manifest)
 from .devices import autocast, autocast_dtype
 from .evaluate import (check_context_fits, check_finite, check_token_range, model_name,
                        run_device, tokens_hash)
@@ -166,7 +165,7 @@ def key_dim(model: Any) -> int:
     return int(getattr(model.config, "n_embd", None) or model.config.hidden_size)
 
 
-KEYS, VALS, PROGRESS = "keys.f16", "vals.i32", ".progress.json"
+KEYS, VALS = "keys.f16", "vals.i32"
 
 
 def _part(name: str) -> str:
@@ -186,14 +185,14 @@ def build_datastore(profile: Any, model: Any, token_ids: Any, model_id: str,
     tokens = as_token_array(token_ids)
     check_key_args(model, tokens, profile.context_length, profile.stride, profile.key_layer,
                    profile.batch_size)
-    if not isinstance(stage, str) or not stage or ".." in stage:
-        raise ValueError(f"stage={stage!r} must be a non-empty folder name (default 'datastore')")
+    check_stage_name(stage)
     config = datastore_config(profile, tokens, model_id)
     directory = stage_dir(profile, stage)
     if stage_is_current(directory, config):
         return load_datastore(directory)
     n, d = len(tokens) - 1, key_dim(model)
-    done = _resume_point(directory, config, n, d)
+    parts = {_part(KEYS): n * d * 2, _part(VALS): n * 4}
+    done = resume_point(directory, {"config": config}, parts, "windows_done")
     _write_keys(directory, config, model, tokens, profile, done, progress)
     _finish(directory, config, n, d, model_id, profile)
     return load_datastore(directory)
@@ -227,22 +226,3 @@ def _finish(directory: Path, config: dict, n: int, d: int, model_id: str, profil
     write_manifest(directory, config, n=n, dim=d, dtype="float16", model_id=model_id,
                    key_layer=profile.key_layer, context_length=profile.context_length,
                    stride=profile.stride, tokens=config["tokens"])
-
-
-def _resume_point(directory: Path, config: dict, n: int, d: int) -> int:
-    """Windows already written by an interrupted build of this config; else clear the stage, 0."""
-    state = _read_progress(directory / PROGRESS)
-    sizes_ok = all((directory / _part(name)).exists()
-                   and (directory / _part(name)).stat().st_size == size
-                   for name, size in ((KEYS, n * d * 2), (VALS, n * 4)))
-    if state is not None and state.get("config") == config and sizes_ok:
-        return int(state["windows_done"])
-    clear_stage(directory)
-    return 0
-
-
-def _read_progress(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None

@@ -10,9 +10,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .artifacts import (array_hash, atomic_save_npy, clear_stage, stage_dir, stage_is_current,
-                        write_manifest)
+from .artifacts import (array_hash, atomic_save_npy, check_stage_name, clear_stage, stage_dir,
+                        stage_is_current, write_manifest)
 from .devices import autocast, autocast_dtype, resolve_device
+from .models import position_limit
 from .windows import as_token_array, window_batches
 
 
@@ -23,8 +24,7 @@ def model_name(model: Any) -> str:
 
 def check_context_fits(model: Any, context_length: int) -> None:
     """ValueError if the windows are longer than the model's position embeddings."""
-    limit = getattr(model.config, "n_positions", None) or getattr(
-        model.config, "max_position_embeddings", None)
+    limit = position_limit(model)
     if limit is not None and context_length > limit:
         raise ValueError(
             f"context_length={context_length} exceeds the {limit} positions of model "
@@ -160,11 +160,6 @@ def tokens_hash(token_ids: Any) -> str:
     return array_hash(as_token_array(token_ids).astype(np.int64, copy=False))
 
 
-def _check_cache_name(name: str, what: str) -> None:
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"{what}={name!r} must be a non-empty name without path separators")
-
-
 def cached_token_logprobs(profile: Any, name: str, model: Any, token_ids: Any, split: str,
                           model_id: str, progress: bool = True) -> np.ndarray:
     """token_logprobs cached in `eval/<name>-<split>/`; recomputed when anything it hashes changed.
@@ -172,8 +167,8 @@ def cached_token_logprobs(profile: Any, name: str, model: Any, token_ids: Any, s
     The manifest hashes the model id, the split, the window knobs and the tokens, so sweeps over
     mixing weights reuse it and a new corpus or model id recomputes it. The model's weights are
     not hashed: give a retrained model a new `model_id`."""
-    _check_cache_name(name, "name")
-    _check_cache_name(split, "split")
+    check_stage_name(name, "name")
+    check_stage_name(split, "split")
     config = {"model_id": model_id, "split": split, "tokens": tokens_hash(token_ids),
               **profile.subset("context_length", "stride", "dtype")}
     directory = stage_dir(profile, f"eval/{name}-{split}")

@@ -14,6 +14,7 @@ import torch
 from .devices import resolve_device
 from .evaluate import mix_logprobs
 from .memdec import check_same_vocabulary
+from .models import position_limit
 
 
 class CachedLM:
@@ -58,11 +59,6 @@ def filter_logits(logprobs: torch.Tensor, temperature: float = 1.0, top_k: int =
     return logits
 
 
-def _position_limit(model: Any) -> int | None:
-    config = model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
 def _check_args(base_model: Any, memdec: Any, input_ids: torch.Tensor, max_new_tokens: int,
                 alpha: float | None, temperature: float, top_k: int, top_p: float) -> None:
     """Every argument of generate (ValueError naming it and what is allowed)."""
@@ -86,7 +82,7 @@ def _check_args(base_model: Any, memdec: Any, input_ids: torch.Tensor, max_new_t
         check_same_vocabulary(memdec, base_model)
     fed = input_ids.shape[1] + max(int(max_new_tokens) - 1, 0)  # the last token is never fed
     for name, model in (("base_model", base_model), ("memdec", memdec)):
-        limit = _position_limit(model) if model is not None else None
+        limit = position_limit(model)
         if limit is not None and fed > limit:
             raise ValueError(f"prompt ({input_ids.shape[1]}) + max_new_tokens ({max_new_tokens}) "
                              f"- 1 = {fed} exceeds the {limit} positions of {name}; "

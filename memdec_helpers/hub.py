@@ -56,7 +56,6 @@ def _offline_kwargs(load: Callable[..., Any]) -> dict[str, Any]:
     return {"local_files_only": True} if "from_pretrained" in name else {}
 
 
-
 @contextlib.contextmanager
 def _offline_mode():
     """Tell huggingface_hub and datasets to use the local cache only (no slow retries)."""

@@ -17,8 +17,8 @@ import torch  # noqa: F401  before faiss: loaded after faiss's OpenMP, torch and
 import faiss  # interleaved (kNN-LM decoding) ran 2x slower on 2 cores (benchmarks/speed.py)
 from tqdm import tqdm
 
-from .artifacts import (atomic_path, clear_stage, read_manifest, stage_dir, stage_is_current,
-                        write_manifest)
+from .artifacts import (atomic_path, check_stage_name, clear_stage, read_manifest, stage_dir,
+                        stage_is_current, write_manifest)
 
 INDEX_TYPES = ("flat", "ivf_flat", "ivfpq")
 INDEX_FILE = "index.faiss"
@@ -92,13 +92,6 @@ def _check_index_knobs(profile: Any, n: int, d: int) -> None:
             )
 
 
-def _check_stage_name(stage: str) -> None:
-    """A stage is one folder name under the profile's artifacts (no paths, not empty)."""
-    bad = not isinstance(stage, str) or not stage or stage.startswith(".")
-    if bad or "/" in stage or "\\" in stage:
-        raise ValueError(f"stage={stage!r} must be a plain folder name such as 'index'")
-
-
 def _divisors_near(d: int, m: int) -> list[int]:
     """Up to three divisors of d closest to m (suggestions for pq_code_bytes)."""
     divisors = [x for x in range(1, d + 1) if d % x == 0]
@@ -162,7 +155,7 @@ def build_index(profile: Any, datastore: Any, progress: bool = True, stage: str 
     saved atomically as `<artifacts>/<profile>/<stage>/index.faiss` with its manifest."""
     n, d = check_datastore(datastore)
     _check_index_knobs(profile, n, d)
-    _check_stage_name(stage)
+    check_stage_name(stage)
     config = index_config(profile, datastore)
     directory = stage_dir(profile, stage)
     if stage_is_current(directory, config):

@@ -12,6 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from .index import search
 
 
 def _check_inputs(distances: torch.Tensor, neighbor_tokens: torch.Tensor,
@@ -40,12 +43,18 @@ def _check_inputs(distances: torch.Tensor, neighbor_tokens: torch.Tensor,
         raise ValueError("a row of distances is all inf: every row needs one finite distance")
 
 
+def neighbor_logits(distances: torch.Tensor, temperature: float) -> torch.Tensor:
+    """-(d - d_min)/τ per row [B, k] in float64: softmax(-d/τ) up to a constant, and <= 0, so
+    huge distances stay finite and inf becomes -inf (weight 0)."""
+    d = distances.double()  # float64: the weights of far neighbours keep their precision
+    return (d.amin(dim=1, keepdim=True) - d) / temperature
+
+
 def neighbor_weights(distances: torch.Tensor, temperature: float,
                      normalize: bool = True) -> torch.Tensor:
     """softmax(-d/τ) per row [B, k]; with normalize=False, exp(-(d - d_min)/τ) (the nearest
-    weighs 1). Shifting by the row minimum keeps huge distances finite; inf weighs 0."""
-    d = distances.double()  # float64: the weights of far neighbours keep their precision
-    weights = torch.exp((d.amin(dim=1, keepdim=True) - d) / temperature)  # [B, k] in [0, 1]
+    weighs 1)."""
+    weights = torch.exp(neighbor_logits(distances, temperature))  # [B, k] in [0, 1]
     return weights / weights.sum(dim=1, keepdim=True) if normalize else weights
 
 
@@ -123,8 +132,7 @@ def knn_token_logprobs(distances: Any, neighbor_tokens: Any, targets: Any,
     if targets.shape != distances.shape[:1]:
         raise ValueError(f"targets {tuple(targets.shape)} must have one entry per query "
                          f"({distances.shape[0]})")
-    d = torch.nan_to_num(distances.double(), posinf=torch.finfo(torch.float64).max)
-    logits = -(d - d.min(dim=1, keepdim=True).values) / temperature  # [Q, k]
+    logits = neighbor_logits(distances, temperature)  # [Q, k]
     hit = neighbor_tokens.long() == targets[:, None]
     hit_logits = logits.masked_fill(~hit, -torch.inf)
     return (torch.logsumexp(hit_logits, 1) - torch.logsumexp(logits, 1)).float().numpy()
@@ -135,10 +143,6 @@ def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarr
                     progress: bool = False, batch_size: int = 4096) -> dict[float, np.ndarray]:
     """temperature -> per-token log p_kNN(next token) [Q]; one search per query batch serves
     every temperature, and only a batch's [b, k] neighbours are ever held in memory."""
-    from tqdm import tqdm
-
-    from .index import search
-
     temperatures = [float(t) for t in temperatures]
     if not temperatures or not min(temperatures) > 0:
         raise ValueError(f"temperatures={temperatures}: give at least one, all > 0")

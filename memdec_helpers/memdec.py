@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .models import position_limit
+
 IGNORE = -100  # label of a position that is not trained on
 
 
@@ -62,7 +64,7 @@ def _from_scratch(profile: Any, base_model: Any, vocab_size: int | None) -> Any:
     if vocab is None:
         raise ValueError("a from-scratch Memory Decoder needs vocab_size= or base_model= "
                          "(it must share the base model's tokenizer)")
-    positions = max(profile.context_length, _max_positions(base_model) or 0)
+    positions = max(profile.context_length, position_limit(base_model) or 0)
     special = {"bos_token_id": None, "eos_token_id": None}  # GPT-2's 50256 may not exist here
     if base_model is not None:
         special = {k: getattr(base_model.config, k, None)
@@ -74,17 +76,9 @@ def _from_scratch(profile: Any, base_model: Any, vocab_size: int | None) -> Any:
         return GPT2LMHeadModel(config)
 
 
-def _max_positions(model: Any) -> int | None:
-    """How many positions the model can attend over (None if unknown or no model)."""
-    if model is None:
-        return None
-    config = model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
 def _check_built(model: Any, profile: Any, base_model: Any, vocab_size: int | None) -> None:
     """The Memory Decoder must fit the training context and the base vocabulary."""
-    limit = _max_positions(model)
+    limit = position_limit(model)
     if limit is not None and limit < profile.context_length:
         raise ValueError(f"the Memory Decoder ({profile.memdec_init!r}) has {limit} positions, "
                          f"fewer than context_length={profile.context_length}; use a shorter "

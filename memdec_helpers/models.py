@@ -89,5 +89,14 @@ def model_id(model: Any) -> str:
     return str(getattr(model.config, "_name_or_path", "") or model.config.model_type)
 
 
+def position_limit(model: Any) -> int | None:
+    """How many positions the model can attend over (GPT-2 or Llama-style config; None if unknown
+    or no model)."""
+    if model is None:
+        return None
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -22,7 +22,6 @@ from .knn import knn_lm_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id
 from .profiles import Profile, check_overrides, load_profile, validate_profile
-
 from .targets import Targets, build_eval_targets, build_targets
 from .train import is_finished, train_config, train_memory_decoder
 

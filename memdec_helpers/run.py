@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_write_json, load_results, project_root, record_results  # noqa: F401
+from .artifacts import atomic_write_json, load_results, project_root
+from .profiles import load_profile
 
 
 def notebooks_dir() -> Path:
@@ -70,8 +71,6 @@ def run_notebook(path: Path, out_path: Path, profile: str, parameters: dict[str,
 
 
 def write_summary(profile_name: str, out_dir: Path, timings: dict[str, float]) -> str:
-    from .profiles import load_profile
-
     results = load_results(load_profile(profile_name))
     summary = {"profile": profile_name, "seconds": timings, "results": results}
     atomic_write_json(out_dir / "summary.json", summary)
@@ -95,8 +94,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inplace", action="store_true",
                         help="write outputs back into notebooks/ (metadata stripped)")
     args = parser.parse_args(argv)
-    from .profiles import load_profile
-
     load_profile(args.profile)  # fail early on a bad profile name
     paths = list_notebooks(args.only)
     out_dir = Path(args.out) if args.out else notebooks_dir().parent / "runs" / Path(args.profile).stem

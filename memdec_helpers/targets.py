@@ -6,7 +6,6 @@ blindly, which removes the wrong neighbour whenever another key ties with it.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .artifacts import (array_hash, atomic_write_json, clear_stage, open_memmap, read_manifest,
-                        stage_dir, stage_is_current, write_manifest)
+from .artifacts import (PROGRESS, array_hash, atomic_write_json, check_stage_name, open_memmap,
+                        read_manifest, resume_point, stage_dir, stage_is_current, write_manifest)
 from .index import index_identity, search
 from .knn import knn_distribution, top_m
 
@@ -79,7 +78,7 @@ def drop_self(distances: np.ndarray, indices: np.ndarray,
 def build_targets(profile: Any, datastore: Any, index: Any, progress: bool = True,
                   stage: str = "targets") -> Targets:
     """Targets for every datastore position (self excluded by position); resumable; cached."""
-    config = {"datastore": datastore.manifest["config_hash"], "index": index_fingerprint(index),
+    config = {"datastore": datastore.manifest["config_hash"], "index": index_identity(index),
               **profile.subset("k", "knn_temperature", "target_top_m")}
     return _build(profile, stage, config, datastore.keys, index, datastore.vals, True, progress)
 
@@ -91,27 +90,14 @@ def build_eval_targets(profile: Any, index: Any, datastore_vals: Any, query_keys
     No self-exclusion: the queries are not datastore positions. `datastore_vals` is the
     datastore (identified by its manifest hash) or its vals array (identified by content);
     the result is cached in the stage `targets-<name>`."""
-    _check_stage_name(name)
+    check_stage_name(name, "name")
     vals = getattr(datastore_vals, "vals", datastore_vals)
     manifest = getattr(datastore_vals, "manifest", None)
     identity = manifest["config_hash"] if manifest else array_hash(np.asarray(vals))
-    config = {"datastore": identity, "index": index_fingerprint(index),
+    config = {"datastore": identity, "index": index_identity(index),
               "queries": array_hash(np.asarray(query_keys)),
               **profile.subset("k", "knn_temperature", "target_top_m")}
     return _build(profile, f"targets-{name}", config, query_keys, index, vals, False, progress)
-
-
-def index_fingerprint(index: Any) -> dict[str, Any]:
-    """The index's stage hash (nlist, training sample, ... when it came from build_index or
-    load_index), type, size and nprobe: any change means new neighbours, so new targets."""
-    return index_identity(index)
-
-
-def _check_stage_name(name: str) -> None:
-    """`name` becomes part of a folder name: a plain non-empty word."""
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
-        raise ValueError(f"name={name!r} must be a non-empty word of letters, digits, - or _ "
-                         "(it names the stage folder), e.g. 'validation'")
 
 
 def _check_build_args(profile: Any, queries: Any, index: Any, vals: Any,
@@ -146,7 +132,8 @@ def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: A
     if stage_is_current(directory, config):
         return load_targets(directory)
     n = len(queries)
-    done = _resume_point(directory, config, n, m)
+    parts = {f".{name}.part": size for name, size in zip(FILES, (n * m * 4, n * m * 2, n * 2))}
+    done = resume_point(directory, {"config": config, "chunk": CHUNK}, parts, "rows_done")
     mode = "r+" if done else "w+"
     ids = open_memmap(directory / ".ids.i32.part", np.int32, (n, m), mode)
     probs = open_memmap(directory / ".probs.f16.part", np.float16, (n, m), mode)
@@ -162,30 +149,12 @@ def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: A
             distances, vals[indices], profile.knn_temperature, m)
         for array in (ids, probs, mass):
             array.flush()
-        atomic_write_json(directory / ".progress.json",
+        atomic_write_json(directory / PROGRESS,
                           {"config": config, "rows_done": hi, "chunk": CHUNK, "n": n, "m": m})
     retained = float(np.mean(mass, dtype=np.float64))
     del ids, probs, mass
     for name in FILES:
         (directory / f".{name}.part").rename(directory / name)
-    (directory / ".progress.json").unlink(missing_ok=True)
+    (directory / PROGRESS).unlink(missing_ok=True)
     write_manifest(directory, config, n=n, m=m, mean_retained_mass=retained)
     return load_targets(directory)
-
-
-def _resume_point(directory: Path, config: dict, n: int, m: int) -> int:
-    """Rows already written by an interrupted build with this config (else clear and 0)."""
-    progress = directory / ".progress.json"
-    parts = [directory / f".{name}.part" for name in FILES]
-    if progress.exists() and all(p.exists() for p in parts):
-        try:
-            state = json.loads(progress.read_text())
-        except json.JSONDecodeError:
-            state = {}
-        sizes = [n * m * 4, n * m * 2, n * 2]
-        same = (state.get("config") == config and state.get("chunk") == CHUNK
-                and [p.stat().st_size for p in parts] == sizes)
-        if same:
-            return int(state["rows_done"])
-    clear_stage(directory)
-    return 0

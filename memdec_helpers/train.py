@@ -19,10 +19,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .artifacts import atomic_write_json, config_hash, read_manifest, write_manifest
 from .devices import autocast, autocast_dtype, resolve_device, seed_everything
+from .evaluate import check_context_fits, mix_logprobs, perplexity, token_logprobs, tokens_hash
 from .memdec import memdec_loss, sparse_kl
+from .windows import window_batches
 
 TRAIN_KNOBS = ("beta", "learning_rate", "weight_decay", "warmup_steps", "train_steps",
                "train_batch_size", "grad_accum", "grad_clip", "eval_every", "context_length",
@@ -99,8 +102,6 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 def train_config(profile: Any, model: Any, train_tokens: np.ndarray, targets: Any) -> dict[str, Any]:
     """Everything that decides the trained weights: knobs, data, targets and the starting model."""
-    from .evaluate import tokens_hash
-
     return {"targets": targets.manifest["config_hash"], "tokens": tokens_hash(train_tokens),
             "init_model": model_fingerprint(model), **profile.subset(*TRAIN_KNOBS)}
 
@@ -142,8 +143,6 @@ def _check_tokens(tokens: np.ndarray, vocab: int, what: str) -> None:
 def _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets,
                   val_base_logprobs) -> None:
     """Every argument of train_memory_decoder, before any work or file write."""
-    from .evaluate import check_context_fits
-
     _check_profile(profile)
     check_context_fits(model, profile.context_length)
     vocab = model.config.vocab_size
@@ -171,8 +170,6 @@ def train_memory_decoder(profile: Any, model: Any, train_tokens: np.ndarray, tar
                          callback: Callable[[dict], None] | None = None) -> tuple[Any, dict]:
     """Train `model` on the kNN targets (or reuse a finished run of the same config); returns
     (trained model in eval mode, history). `callback(step_record)` runs after every step."""
-    from tqdm import tqdm
-
     train_tokens = np.asarray(train_tokens)
     val_tokens = None if val_tokens is None else np.asarray(val_tokens)
     _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets, val_base_logprobs)
@@ -257,8 +254,6 @@ def _evaluate(profile: Any, model: Any, *, val_tokens: np.ndarray | None, val_ta
               val_base_logprobs: np.ndarray | None) -> dict[str, float | None]:
     """MemDec perplexity, base+MemDec perplexity at α = 0.5 and KL to the kNN targets, on
     validation (None for what was not given)."""
-    from .evaluate import mix_logprobs, perplexity, token_logprobs
-
     result: dict[str, float | None] = {"val_ppl": None, "val_mix_ppl": None, "val_kl": None}
     if val_tokens is None:
         return result
@@ -279,8 +274,6 @@ def validation_kl(model: Any, token_ids: np.ndarray, targets: Any, context_lengt
                   stride: int, batch_size: int = 32) -> float:
     """Mean KL(p_kNN ‖ p_Mem) over positions 0..N-2, each scored once with the same sliding
     windows as token_logprobs and the keys (targets row i = position i)."""
-    from .windows import window_batches
-
     device = next(model.parameters()).device
     amp = autocast_dtype(device)
     total, count = 0.0, 0

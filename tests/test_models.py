@@ -67,8 +67,6 @@ def test_cuda_asked_for_but_absent(monkeypatch):
 
 def test_base_model_is_better_on_shakespeare_than_on_the_bible(tmp_path):
     """The domain shift the course adapts to: the base LM finds the KJV much harder."""
-    from memdec_helpers.corpus import load_documents, split_documents, tokenize_documents
-
     profile = load_profile("tiny", artifacts_dir=str(tmp_path))
     model, tokenizer = load_base_model(profile, 0)
     shakespeare = load_corpus(profile, which="general")["test"][:4096]

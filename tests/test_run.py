@@ -5,6 +5,7 @@ import nbformat
 import pytest
 
 from memdec_helpers import run
+from memdec_helpers.artifacts import record_results
 
 
 def test_notebooks_are_listed_in_lesson_order():
@@ -39,5 +40,5 @@ def test_strip_metadata_leaves_tags_and_drops_the_rest(tmp_path):
 
 
 def test_recorded_results_are_collected(profile):
-    run.record_results(profile, "results_table", {"markdown": "| a |"})
+    record_results(profile, "results_table", {"markdown": "| a |"})
     assert run.load_results(profile) == {"results_table": {"markdown": "| a |"}}

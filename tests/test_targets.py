@@ -1,5 +1,4 @@
 """Training targets: self-exclusion by position, equality with a brute-force reference, resume."""
-import math
 from collections import defaultdict
 from types import SimpleNamespace
 
