@@ -20,23 +20,10 @@ from .artifacts import (PROGRESS, atomic_write_json, check_stage_name, open_memm
 from .devices import autocast, autocast_dtype
 from .evaluate import (check_context_fits, check_finite, check_token_range, model_name,
                        run_device, tokens_hash)
+from .models import backbone, transformer_blocks
 from .windows import as_token_array, plan_windows, window_batches
 
 KEY_LAYERS = ("mlp_input", "final_hidden")
-
-
-def _first_attr(obj: Any, *names: str) -> Any:
-    """The first of `obj`'s attributes `names` that exists (None if none does)."""
-    for name in names:
-        value = getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def backbone(model: Any) -> Any:
-    """The transformer without its LM head (GPT-2 `transformer`, Llama-style `model`)."""
-    return _first_attr(model, "transformer", "model") or model
 
 
 def key_module(model: Any, key_layer: str) -> torch.nn.Module:
@@ -45,8 +32,11 @@ def key_module(model: Any, key_layer: str) -> torch.nn.Module:
     if key_layer not in KEY_LAYERS:
         raise ValueError(f"key_layer={key_layer!r} is not supported; use one of {KEY_LAYERS}")
     body = backbone(model)
-    blocks = _first_attr(body, "h", "layers")
-    final_norm = _first_attr(body, "ln_f", "norm")
+    final_norm = getattr(body, "ln_f", None) or getattr(body, "norm", None)
+    try:
+        blocks = transformer_blocks(model)
+    except ValueError:
+        blocks = None
     if blocks is None or final_norm is None or not hasattr(blocks[-1], "mlp"):
         raise ValueError(
             f"cannot find the transformer blocks of {type(model).__name__}: key_layer "

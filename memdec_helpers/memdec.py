@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .models import position_limit
+from .models import backbone, position_limit, transformer_blocks
 
 IGNORE = -100  # label of a position that is not trained on
 
@@ -23,10 +23,11 @@ IGNORE = -100  # label of a position that is not trained on
 
 def build_memory_decoder(profile: Any, base_model: Any = None, vocab_size: int | None = None) -> Any:
     """A Memory Decoder sharing the base tokenizer: from scratch (profile size), a copy of base
-    model `i` (`memdec_init="base:<i>"`, pass that model as base_model) or a saved folder."""
+    model `i` (`memdec_init="base:<i>"`, pass that model as base_model; `memdec_layers` keeps
+    only its first blocks) or a saved folder."""
     init = str(profile.memdec_init)
     if init.startswith("base:"):
-        model = _copy_of_base(init, base_model)
+        model = _copy_of_base(init, base_model, profile.memdec_layers)
     elif init == "scratch":
         model = _from_scratch(profile, base_model, vocab_size)
     else:
@@ -35,15 +36,36 @@ def build_memory_decoder(profile: Any, base_model: Any = None, vocab_size: int |
     return model.float().train()
 
 
-def _copy_of_base(init: str, base_model: Any) -> Any:
-    """A deep copy of the base model (its weights are the starting point, the base stays frozen)."""
+def _copy_of_base(init: str, base_model: Any, layers: int | None = None) -> Any:
+    """A deep copy of the base model (its weights are the starting point, the base stays
+    frozen), keeping its embeddings, its first `layers` blocks (None: all) and its final norm."""
     index = init.split(":", 1)[1]
     if not index.isdigit():
         raise ValueError(f"memdec_init={init!r}: use 'base:<i>' with i an integer index into "
                          "profile.base_models, 'scratch' or a save_pretrained folder")
     if base_model is None:
         raise ValueError(f"memdec_init={init!r} copies a base model: pass that model as base_model=")
-    return copy.deepcopy(base_model)
+    depth = len(transformer_blocks(base_model))
+    if layers is not None and not 1 <= layers <= depth:
+        raise ValueError(f"memdec_layers={layers} but base model {index} has {depth} blocks; a "
+                         f"decoder copied from it keeps its first 1..{depth} blocks (None: all)")
+    model = copy.deepcopy(base_model)
+    if layers is not None and layers < depth:
+        keep_first_blocks(model, layers)
+    return model
+
+
+def keep_first_blocks(model: Any, layers: int) -> None:
+    """Drop every block after the first `layers`, in place, and record it in the config so
+    save_pretrained / from_pretrained round-trip the smaller model."""
+    body = backbone(model)
+    name = "h" if hasattr(body, "h") else "layers"
+    setattr(body, name, torch.nn.ModuleList(list(transformer_blocks(model))[:layers]))
+    for key in ("n_layer", "num_hidden_layers"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, layers)
+    if getattr(model.config, "layer_types", None):  # newer Llama-style configs list every layer
+        model.config.layer_types = model.config.layer_types[:layers]
 
 
 def _from_folder(path: str) -> Any:
@@ -69,6 +91,8 @@ def _from_scratch(profile: Any, base_model: Any, vocab_size: int | None) -> Any:
     if base_model is not None:
         special = {k: getattr(base_model.config, k, None)
                    for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    if profile.memdec_layers is None:
+        raise ValueError("memdec_init='scratch' needs memdec_layers (blocks of the new decoder)")
     config = GPT2Config(vocab_size=vocab, n_positions=positions, n_layer=profile.memdec_layers,
                         n_embd=profile.memdec_dim, n_head=profile.memdec_heads, **special)
     with torch.random.fork_rng(devices=[]):

@@ -98,5 +98,25 @@ def position_limit(model: Any) -> int | None:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
 
+def backbone(model: Any) -> Any:
+    """The transformer without its LM head (GPT-2 `transformer`, Llama-style `model`)."""
+    for name in ("transformer", "model"):
+        body = getattr(model, name, None)
+        if body is not None:
+            return body
+    return model
+
+
+def transformer_blocks(model: Any) -> torch.nn.ModuleList:
+    """The list of transformer blocks (GPT-2 `transformer.h`, Llama-style `model.layers`)."""
+    body = backbone(model)
+    blocks = getattr(body, "h", None)
+    blocks = blocks if blocks is not None else getattr(body, "layers", None)
+    if blocks is None:
+        raise ValueError(f"cannot find the transformer blocks of {type(model).__name__} "
+                         "(GPT-2 style transformer.h or Llama/Qwen style model.layers)")
+    return blocks
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -1,7 +1,8 @@
 """The course's stages as one-line calls: each builds its artifact, or reuses it by manifest.
 
 Every notebook can run on its own: asking for the targets builds the datastore and index first
-if they are missing or stale. Models and token streams are memoised for the session.
+if they are missing or stale. Models, token streams and search results are memoised for the
+session, keyed on the whole profile so that no knob can be missed.
 """
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ from .artifacts import config_hash, stage_dir
 from .corpus import load_corpus
 from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
 from .devices import resolve_device, seed_everything
-from .evaluate import cached_token_logprobs, results_table, format_table
-from .index import build_index
-from .knn import knn_lm_logprobs
+from .evaluate import cached_token_logprobs
+from .index import build_index, search
+from .knn import knn_token_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id
 from .profiles import Profile, check_overrides, load_profile, validate_profile
+from .results import decoder_rows, results_table
 from .targets import Targets, build_eval_targets, build_targets
 from .train import is_finished, train_config, train_memory_decoder
+
+CORPORA = ("domain", "general")
 
 
 def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: Any) -> Profile:
@@ -44,8 +48,14 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
     return profile
 
 
-def _key(profile: Profile, *names: str) -> tuple:
-    return (profile.name, profile.artifacts_dir, *(repr(getattr(profile, n)) for n in names))
+def _key(profile: Profile, *extra: Any) -> tuple:
+    """A memo key: the whole profile (every knob) plus the call's own arguments."""
+    return (config_hash(profile.to_dict()), *extra)
+
+
+def _suffix(which: int) -> str:
+    """Stage-name suffix of base model `which` (base 0 keeps the plain names)."""
+    return "" if which == 0 else f"-base{which}"
 
 
 _MODELS: dict[tuple, tuple[Any, Any]] = {}
@@ -59,68 +69,90 @@ def base(profile: Profile, which: int = 0) -> tuple[Any, Any]:
     return _MODELS[key]
 
 
-def corpus(profile: Profile) -> dict[str, np.ndarray]:
-    """train/validation/test token ids of the domain corpus."""
-    return load_corpus(profile, progress=False)
+def corpus(profile: Profile, which: str = "domain") -> dict[str, np.ndarray]:
+    """train/validation/test token ids of the domain corpus (or the general corpus the base
+    models were trained on, its held-out splits capped like the domain's)."""
+    if which not in CORPORA:
+        raise ValueError(f"corpus which={which!r}: use one of {CORPORA}")
+    tokens = load_corpus(profile, which, progress=False)
+    if which == "general" and profile.max_eval_tokens:
+        tokens = {s: t if s == "train" else t[:profile.max_eval_tokens] for s, t in tokens.items()}
+    return tokens
 
 
-def datastore(profile: Profile, progress: bool = True) -> Datastore:
-    """Keys from base model 0 over the domain training split."""
-    model, _ = base(profile, 0)
-    store = build_datastore(profile, model, corpus(profile)["train"], model_id(model), progress)
+def datastore(profile: Profile, which: int = 0, progress: bool = True) -> Datastore:
+    """Keys of base model `which` over the domain training split (each base has its own)."""
+    model, _ = base(profile, which)
+    store = build_datastore(profile, model, corpus(profile)["train"], model_id(model), progress,
+                            stage=f"datastore{_suffix(which)}")
     check_datastore_matches(store, model_id(model), key_dim(model))
     return store
 
 
-def index(profile: Profile, progress: bool = True) -> Any:
-    return build_index(profile, datastore(profile, progress), progress)
+def index(profile: Profile, which: int = 0, progress: bool = True) -> Any:
+    """The faiss index over base model `which`'s datastore."""
+    return build_index(profile, datastore(profile, which, progress), progress,
+                       stage=f"index{_suffix(which)}")
+
+
+def targets_label(profile: Profile) -> str:
+    """The knobs that shape the kNN targets, as a stage-name suffix (each setting keeps its own
+    stage, so an ablation never overwrites the main run's targets)."""
+    return f"k{profile.k}-tau{profile.knn_temperature:g}-m{profile.target_top_m}"
 
 
 def targets(profile: Profile, progress: bool = True) -> Targets:
-    """Sparse top-m kNN targets for every training position (self excluded by position)."""
-    return build_targets(profile, datastore(profile, progress), index(profile, progress), progress)
+    """Sparse top-m kNN targets for every training position (self excluded by position),
+    from base model 0's datastore: the Memory Decoder's training signal."""
+    return build_targets(profile, datastore(profile, 0, progress), index(profile, 0, progress),
+                         progress, stage=f"targets-{targets_label(profile)}")
 
 
 _EVAL_KEYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def eval_keys(profile: Profile, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Query keys and next tokens of a held-out split (small: kept in memory, memoised)."""
-    key = (*_key(profile, "context_length", "stride", "key_layer", "base_models",
-                 "max_eval_tokens", "domain_corpus"), split)
+def eval_keys(profile: Profile, split: str, which: int = 0,
+              text: str = "domain") -> tuple[np.ndarray, np.ndarray]:
+    """Query keys (base model `which`) and next tokens of a held-out split, memoised."""
+    key = _key(profile, split, which, text)
     if key not in _EVAL_KEYS:
-        model, _ = base(profile, 0)
-        _EVAL_KEYS[key] = extract_keys(model, corpus(profile)[split], profile.context_length,
+        model, _ = base(profile, which)
+        _EVAL_KEYS[key] = extract_keys(model, corpus(profile, text)[split], profile.context_length,
                                        profile.stride, profile.key_layer, profile.batch_size)
     return _EVAL_KEYS[key]
 
 
 def validation_targets(profile: Profile) -> Targets:
+    """kNN targets of the validation positions (to measure the decoder's KL on held-out text)."""
     keys, _ = eval_keys(profile, "validation")
-    return build_eval_targets(profile, index(profile, False), datastore(profile, False), keys,
-                              "validation")
+    return build_eval_targets(profile, index(profile, 0, False), datastore(profile, 0, False),
+                              keys, f"validation-{targets_label(profile)}")
 
 
-def base_logprobs(profile: Profile, split: str, which: int = 0) -> np.ndarray:
+def base_logprobs(profile: Profile, split: str, which: int = 0, text: str = "domain") -> np.ndarray:
+    """log p(next token) of base model `which` on a split of the domain (or general) corpus."""
     model, _ = base(profile, which)
-    return cached_token_logprobs(profile, f"base{which}", model, corpus(profile)[split], split,
+    name = f"base{which}" + ("" if text == "domain" else f"-{text}")
+    return cached_token_logprobs(profile, name, model, corpus(profile, text)[split], split,
                                  model_id(model), progress=False)
 
 
-_KNN: dict[tuple, dict[float, np.ndarray]] = {}
+_KNN: dict[tuple, dict[tuple[int, float], np.ndarray]] = {}
 
 
-def knn_logprobs(profile: Profile, split: str, temperatures: list[float] | None = None,
-                 k: int | None = None) -> dict[float, np.ndarray]:
-    """temperature -> per-token log p_kNN of a held-out split (kNN-LM), one search for all."""
-    temps = tuple(temperatures or sorted(set(profile.knn_temperature_grid) | {profile.knn_temperature}))
-    store = datastore(profile, False)
-    key = (store.manifest["config_hash"], split, temps, k or profile.k, profile.index_type,
-           profile.nprobe, profile.max_eval_tokens)
+def knn_logprobs(profile: Profile, split: str, which: int = 0,
+                 text: str = "domain") -> dict[tuple[int, float], np.ndarray]:
+    """(k, τ) -> log p_kNN(next token) of every position of a split, for the profile's k and τ
+    grids, from base model `which`'s own datastore: one search with the largest k serves all."""
+    key = _key(profile, split, which, text)
     if key not in _KNN:
-        keys, vals = eval_keys(profile, split)
-        _KNN[key] = knn_lm_logprobs(index(profile, False), store.vals, keys, vals, list(temps),
-                                    k or profile.k)
+        keys, next_tokens = eval_keys(profile, split, which, text)
+        ks = sorted(set(profile.knn_k_grid))
+        distances, rows = search(index(profile, which, False), keys, max(ks))  # [Q, K] nearest first
+        neighbours = np.asarray(datastore(profile, which, False).vals)[rows]  # [Q, K]
+        _KNN[key] = {(k, float(t)): knn_token_logprobs(distances[:, :k], neighbours[:, :k],
+                                                         next_tokens, t)
+                     for k in ks for t in profile.knn_temperature_grid}
     return _KNN[key]
 
 
@@ -133,7 +165,7 @@ _MEMDEC: dict[tuple, tuple[Any, dict]] = {}
 
 def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec") -> tuple[Any, dict]:
     """Train (or reuse) the Memory Decoder; returns (model, history). Memoised per session."""
-    key = (name, config_hash(profile.to_dict()))
+    key = _key(profile, name)
     if key in _MEMDEC:
         return _MEMDEC[key]
     base_model, _ = base(profile, 0)
@@ -155,25 +187,90 @@ def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec"
     return _MEMDEC[key]
 
 
-def memdec_logprobs(profile: Profile, split: str, name: str = "memdec") -> np.ndarray:
-    """Per-token log-probs of the trained Memory Decoder (cached by its run's config)."""
+def dapt_profile(profile: Profile) -> Profile:
+    """The DAPT baseline's knobs: all of base model 0 fine-tuned with cross-entropy only
+    (β = 0) on the same training tokens, for the same steps as the Memory Decoder."""
+    return dataclasses.replace(profile, beta=0.0, memdec_init="base:0", memdec_layers=None)
+
+
+def dapt(profile: Profile, progress: bool = True) -> tuple[Any, dict]:
+    """Train (or reuse) the DAPT baseline (domain-adaptive fine-tuning of base model 0)."""
+    return memory_decoder(dapt_profile(profile), progress, name="dapt")
+
+
+def memdec_logprobs(profile: Profile, split: str, name: str = "memdec",
+                    text: str = "domain") -> np.ndarray:
+    """Per-token log-probs of a trained decoder run (the Memory Decoder, DAPT, an ablation),
+    cached by the run's config."""
     model, history = memory_decoder(profile, progress=False, name=name)
-    return cached_token_logprobs(profile, name, model, corpus(profile)[split], split,
+    cache = name + ("" if text == "domain" else f"-{text}")
+    return cached_token_logprobs(profile, cache, model, corpus(profile, text)[split], split,
                                  f"{name}:{config_hash(history['config'])}", progress=False)
 
 
-def split_logprobs(profile: Profile, split: str, which: int = 0) -> dict[str, Any]:
-    """Everything the results table needs for one split: base, kNN (per τ), MemDec."""
-    return {"base": base_logprobs(profile, split, which), "knn": knn_logprobs(profile, split),
-            "memdec": memdec_logprobs(profile, split)}
+def dapt_logprobs(profile: Profile, split: str, text: str = "domain") -> np.ndarray:
+    """Per-token log-probs of the DAPT baseline."""
+    dapt(profile, progress=False)
+    return memdec_logprobs(dapt_profile(profile), split, "dapt", text)
 
 
-def results(profile: Profile, which: int = 0) -> tuple[list[dict], str]:
-    """Rows and markdown of the results table on the test split (knobs chosen on validation)."""
-    rows = results_table(split_logprobs(profile, "validation", which),
-                         split_logprobs(profile, "test", which),
-                         profile.alpha_grid, profile.knn_lambda_grid)
-    return rows, format_table(rows)
+def _splits(get: Any, general: bool = True) -> dict[str, np.ndarray]:
+    """validation / test (/ general-test) log-probs from `get(split, text)`."""
+    out = {"validation": get("validation", "domain"), "test": get("test", "domain")}
+    if general:
+        out["general"] = get("test", "general")
+    return out
+
+
+def decoder_result(profile: Profile, name: str = "memdec", which: int = 0,
+                   general: bool = True) -> list[dict[str, Any]]:
+    """A decoder run scored alone and mixed with base model `which` (α chosen on validation):
+    the rows "MemDec alone" and "base + MemDec" of the results table."""
+    memory_decoder(profile, progress=False, name=name)
+    mem = _splits(lambda split, text: memdec_logprobs(profile, split, name, text), general)
+    base_lp = _splits(lambda split, text: base_logprobs(profile, split, which, text), general)
+    return decoder_rows(base_lp, mem, profile.alpha_grid, which)
+
+
+def ablation_profile(profile: Profile, **knobs: Any) -> Profile:
+    """The profile of a short ablation run: the profile's ablation schedule plus `knobs`. A
+    run on a different training corpus (max_train_tokens) gets its own artifacts folder."""
+    steps = profile.ablation_steps
+    schedule = dict(train_steps=steps, train_batch_size=profile.ablation_batch_size,
+                    warmup_steps=max(1, steps // 8), eval_every=steps)
+    changed = dataclasses.replace(profile, **{**schedule, **knobs})
+    if changed.max_train_tokens != profile.max_train_tokens:
+        changed = dataclasses.replace(changed, name=f"{profile.name}-train{changed.max_train_tokens}")
+    return changed
+
+
+def short_run(profile: Profile, label: str, **knobs: Any) -> dict[str, Any]:
+    """Train (or reuse) a short ablation run `ablation-<label>` with `knobs` changed; its
+    validation/test perplexities alone and mixed with base 0 (α chosen on validation)."""
+    variant = ablation_profile(profile, **knobs)
+    name = f"ablation-{label}"
+    model, history = memory_decoder(variant, progress=False, name=name)
+    alone, mixed = decoder_result(variant, name, general=False)
+    return {"run": name, "knobs": knobs, "params": count_parameters(model),
+            "steps": len(history["steps"]), "val_kl": history["evals"][-1]["val_kl"],
+            "alone": alone, "mixed": mixed}
+
+
+def results(profile: Profile) -> list[dict[str, Any]]:
+    """The course's results table (both bases; every weight chosen on validation): base,
+    base + kNN-LM, MemDec alone, base + MemDec, DAPT."""
+    bases = {w: _splits(lambda split, text, w=w: base_logprobs(profile, split, w, text))
+             for w in range(len(profile.base_models))}
+    knn = {w: {split: knn_logprobs(profile, s, w, text)
+               for split, (s, text) in {"validation": ("validation", "domain"),
+                                         "test": ("test", "domain"),
+                                         "general": ("test", "general")}.items()}
+           for w in bases}
+    memory_decoder(profile, progress=False)
+    mem = _splits(lambda split, text: memdec_logprobs(profile, split, "memdec", text))
+    dapt(profile, progress=False)
+    dapt_lp = _splits(lambda split, text: dapt_logprobs(profile, split, text))
+    return results_table(bases, knn, mem, dapt_lp, profile.alpha_grid, profile.knn_lambda_grid)
 
 
 def describe_model(model: Any) -> str:

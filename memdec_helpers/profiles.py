@@ -49,12 +49,14 @@ class Profile:
     index_train_size: int = 100_000
     k: int = 64
     knn_temperature: float = 10.0
-    knn_lambda_grid: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    knn_lambda_grid: list[float] = field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    knn_k_grid: list[int] = field(default_factory=lambda: [16, 64, 256])  # kNN-LM's k, chosen on val
     knn_temperature_grid: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0])
     target_top_m: int = 32
     # --- Memory Decoder ---------------------------------------------------------------
     memdec_init: str = "base:0"  # "scratch", "base:<i>" or a save_pretrained folder
-    memdec_layers: int = 4
+    memdec_layers: int | None = None  # blocks; with base:<i> the first ones of it (None: all)
     memdec_dim: int = 128
     memdec_heads: int = 4
     beta: float = 0.5
@@ -66,6 +68,9 @@ class Profile:
     grad_accum: int = 1
     grad_clip: float = 1.0
     eval_every: int = 100
+    ablation_steps: int = 60  # optimizer steps of each short ablation run (lesson 06)
+    ablation_batch_size: int = 16
+    ablation_seeds: int = 3  # seeds per setting where an ablation reports mean ± std
     alpha_grid: list[float] = field(
         default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
     )
@@ -129,6 +134,8 @@ def validate_profile(p: Profile) -> None:
     need(p.context_length > 1, "context_length", "must be > 1")
     need(0 < p.stride <= p.context_length, "stride", "must be in (0, context_length]")
     need(p.k >= 1, "k", "must be >= 1")
+    need(len(p.knn_k_grid) >= 1 and all(k >= 1 for k in p.knn_k_grid), "knn_k_grid",
+         "list at least one k, all >= 1")
     need(1 <= p.target_top_m <= p.k, "target_top_m", "must be in [1, k]")
     need(p.key_layer in ("mlp_input", "final_hidden"), "key_layer", "use mlp_input or final_hidden")
     need(p.index_type in ("flat", "ivf_flat", "ivfpq"), "index_type", "use flat, ivf_flat or ivfpq")

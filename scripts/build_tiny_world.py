@@ -202,9 +202,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("step", choices=["corpora", "tokenizer", "models", "report"])
     parser.add_argument("--steps", type=int, help="optimizer steps per model (default: per spec)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (1 per model when training the two in parallel)")
     parser.add_argument("--only", choices=list(MODEL_SPECS), help="train one model only")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.step == "corpora":
         build_corpora()
     elif args.step == "tokenizer":

@@ -9,7 +9,7 @@ from memdec_helpers.corpus import load_documents, split_documents, tokenize_docu
 from memdec_helpers.models import load_tokenizer
 
 
-@pytest.mark.parametrize("name", ["kjv", "shakespeare"])
+@pytest.mark.parametrize("name", ["kjv-ot", "shakespeare+kjv-nt"])
 def test_splits_share_no_document(name):
     docs = load_documents(f"bundled:{name}")
     splits = split_documents(docs, 0.05, 0.05, seed=0)
@@ -22,11 +22,11 @@ def test_splits_share_no_document(name):
     # no text of a held-out document appears in train either
     train_text = "".join(t for _, t in splits["train"])
     for _, text in splits["test"]:
-        assert text[1000:1200] not in train_text
+        assert text[:80] not in train_text  # the chapter heading or title makes it unique
 
 
 def test_split_is_deterministic_and_seeded():
-    docs = load_documents("bundled:kjv")
+    docs = load_documents("bundled:kjv-ot")
     a, b = split_documents(docs, 0.1, 0.1, 0), split_documents(docs, 0.1, 0.1, 0)
     c = split_documents(docs, 0.1, 0.1, 1)
     assert a == b
@@ -39,7 +39,27 @@ def test_shakespeare_uses_one_edition_of_each_play():
     assert not any(n.endswith("_f") for n in names)
 
 
-@pytest.mark.parametrize("name", ["kjv", "shakespeare"])
+def test_bundled_corpora_join_with_plus_and_keep_one_chapter_per_document():
+    ot, nt = load_documents("bundled:kjv-ot"), load_documents("bundled:kjv-nt")
+    assert (len(ot), len(nt)) == (929, 260)  # chapters of the Old and New Testaments
+    assert ot[0][0] == "Genesis 1" and ot[0][1].startswith("Genesis 1\n\nIn the beginning God")
+    assert nt[-1][0] == "Revelation 22"
+    joined = load_documents("bundled:shakespeare+kjv-nt")
+    assert joined == load_documents("bundled:shakespeare") + nt
+    with pytest.raises(ValueError, match="kjv-ot"):
+        load_documents("bundled:kjv")
+
+
+def test_splits_are_drawn_from_across_the_corpus():
+    """A split keeps the shuffled order, so a token cap samples chapters of many books."""
+    splits = split_documents(load_documents("bundled:kjv-ot"), 0.05, 0.05, seed=0)
+    first_books = {name.rsplit(" ", 1)[0] for name, _ in splits["train"][:40]}
+    assert len(first_books) >= 15
+    names = [name for name, _ in splits["validation"]]
+    assert names != sorted(names, key=[n for n, _ in load_documents("bundled:kjv-ot")].index)
+
+
+@pytest.mark.parametrize("name", ["kjv-ot", "kjv-nt", "shakespeare"])
 def test_tokenizer_round_trip(name):
     tokenizer = load_tokenizer(load_profile("tiny"))
     for _, text in load_documents(f"bundled:{name}")[:3]:
@@ -56,7 +76,15 @@ def test_load_corpus_caps_caches_and_ends_documents(profile):
     again = load_corpus(profile)
     assert all(np.array_equal(tokens[s], again[s]) for s in tokens)
     manifest = json.loads((profile_dir(profile) / "manifest.json").read_text())
-    assert manifest["config"]["source"] == "bundled:kjv"
+    assert manifest["config"]["source"] == profile.domain_corpus
+    # reference: each listed document tokenized on its own, end-of-text after each, then the cap
+    tokenizer = load_tokenizer(profile)
+    text = dict(load_documents(profile.domain_corpus))
+    ids = [tokenizer(text[name], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+           for name in manifest["documents"]["validation"]]
+    expected = np.concatenate([np.asarray(x, dtype=np.int32) for x in ids])
+    assert len(expected) >= profile.max_eval_tokens > len(expected) - len(ids[-1])
+    assert np.array_equal(tokens["validation"], expected[:profile.max_eval_tokens])
 
 
 def test_changed_knob_rebuilds(profile, tmp_path):

@@ -1,5 +1,6 @@
 """memdec_loss against a dense F.kl_div + cross-entropy reference (values and gradients), and the
 Memory Decoder builders."""
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -204,3 +205,29 @@ def test_check_same_vocabulary():
         check_same_vocabulary(mem, base, same, swapped)
     with pytest.raises(ValueError, match="both"):
         check_same_vocabulary(mem, base, same, None)
+
+
+def test_copy_of_base_keeps_its_first_blocks(profile, tmp_path):
+    base = make_gpt2(n_layer=3)
+    profile = dataclasses.replace(profile, memdec_init="base:0", memdec_layers=1, context_length=32)
+    small = build_memory_decoder(profile, base_model=base).eval()
+    assert small.config.n_layer == 1 and len(small.transformer.h) == 1 and len(base.transformer.h) == 3
+    ids = torch.randint(0, base.config.vocab_size, (2, 16))
+    with torch.no_grad():  # reference: the base's own modules, with its blocks 1 and 2 skipped
+        t = base.transformer
+        h = t.wte(ids) + t.wpe(torch.arange(16))[None]
+        out = t.h[0](h)
+        h = out[0] if isinstance(out, tuple) else out
+        expected = base.lm_head(t.ln_f(h))
+        torch.testing.assert_close(small(ids).logits, expected)
+    small.save_pretrained(tmp_path / "small")  # the config records the new depth
+    from transformers import AutoModelForCausalLM
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "small").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, expected)
+
+
+def test_copy_of_base_refuses_more_blocks_than_the_base_has(profile):
+    profile = dataclasses.replace(profile, memdec_init="base:0", memdec_layers=4, context_length=32)
+    with pytest.raises(ValueError, match="memdec_layers=4 .* 3 blocks"):
+        build_memory_decoder(profile, base_model=make_gpt2(n_layer=3))
