@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .artifacts import (array_hash, atomic_save_npy, clear_stage, stage_dir, stage_is_current,
-                        write_manifest)
+from .artifacts import (array_hash, atomic_save_npy, clear_stage, read_manifest, stage_dir,
+                        stage_is_current, write_manifest)
 from .hub import from_hub
 from .models import load_tokenizer
 
@@ -149,6 +149,13 @@ def load_corpus(profile: Any, which: str = "domain", progress: bool = True) -> d
         sha256={s: array_hash(t) for s, t in tokens.items()},
     )
     return tokens
+
+
+def split_documents_used(profile: Any, which: str = "domain") -> dict[str, list[str]]:
+    """split -> names of the documents its token stream holds (in order; the last one may be
+    cut by the cap), from the corpus stage's manifest (built first if needed)."""
+    load_corpus(profile, which, progress=False)
+    return read_manifest(stage_dir(profile, f"corpus-{which}"))["documents"]
 
 
 def _split_corpus(config: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:

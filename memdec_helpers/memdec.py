@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .models import backbone, position_limit, transformer_blocks
 
@@ -193,20 +192,34 @@ def _entropy_terms(p: torch.Tensor) -> torch.Tensor:
 def sparse_kl(log_q: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) per position [B, T] = Σ_j p_j (log p_j − log q[id_j]), by gather (no dense p)."""
     p = target_probs.float()  # [B, T, m]
-    ids = torch.where(p > 0, target_ids.long(), torch.zeros_like(target_ids, dtype=torch.long))
-    log_q_at_targets = log_q.gather(-1, ids)  # [B, T, m]
-    return (_entropy_terms(p) - p * log_q_at_targets).sum(-1)  # [B, T]
+    return _kl_from_gathered(p, log_q.gather(-1, _used_ids(target_ids, p)))
+
+
+def _used_ids(target_ids: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Target ids as int64, padding entries (p = 0) pointed at id 0 (any valid id will do)."""
+    return torch.where(p > 0, target_ids.long(), torch.zeros_like(target_ids, dtype=torch.long))
+
+
+def _kl_from_gathered(p: torch.Tensor, log_q_at_targets: torch.Tensor) -> torch.Tensor:
+    """[B, T] KL from the target probs and log q gathered at the target ids ([B, T, m] each)."""
+    return (_entropy_terms(p) - p * log_q_at_targets).sum(-1)
 
 
 def memdec_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
                 labels: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, kl, ce): β·KL(p_kNN ‖ softmax(logits)) + (1−β)·CE, means over non-ignored positions;
-    aligned inputs (logits[b, t] predicts labels[b, t]), no shift inside."""
+    aligned inputs (logits[b, t] predicts labels[b, t]), no shift inside.
+
+    One gather reads log q at the m target ids and at the label together, so the backward pass
+    scatters into a single [B, T, V] gradient."""
     _check_loss_inputs(logits, target_ids, target_probs, labels, beta)
     keep = labels != IGNORE  # [B, T]
     log_q = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
-    kl = sparse_kl(log_q, target_ids, target_probs)[keep].mean()
-    ce = F.nll_loss(log_q.flatten(0, 1), labels.flatten().long(), ignore_index=IGNORE)
+    p = target_probs.float()  # [B, T, m]
+    ids = torch.cat([_used_ids(target_ids, p), labels.clamp_min(0).long()[..., None]], -1)  # [B, T, m+1]
+    gathered = log_q.gather(-1, ids)  # [B, T, m+1]
+    kl = _kl_from_gathered(p, gathered[..., :-1])[keep].mean()
+    ce = -gathered[..., -1][keep].mean()
     return beta * kl + (1 - beta) * ce, kl, ce
 
 
@@ -219,7 +232,7 @@ def kl_without_gradient_demo(logits: torch.Tensor, target_ids: torch.Tensor,
     log_q = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
     correct = sparse_kl(log_q, target_ids, target_probs).mean()
     p = target_probs.float()  # [B, T, m]
-    at_targets = log_q.gather(-1, torch.where(p > 0, target_ids.long(), 0))  # [B, T, m]
+    at_targets = log_q.gather(-1, _used_ids(target_ids, p))  # [B, T, m]
     python_floats = at_targets.tolist()  # the bug: plain floats carry no autograd history
     cut = torch.tensor(python_floats, dtype=torch.float32, device=logits.device)
     buggy = (_entropy_terms(p) - p * cut).sum(-1).mean()

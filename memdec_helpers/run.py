@@ -3,13 +3,16 @@
     python -m memdec_helpers.run --profile tiny            # all lessons -> runs/tiny/
     python -m memdec_helpers.run --profile tiny --only 03  # one lesson (it builds what it needs)
     python -m memdec_helpers.run --profile tiny --inplace  # refresh the committed notebooks' outputs
+    python -m memdec_helpers.run --readme runs/tiny/summary.json  # README results table from a run
 
 Notebooks record results with `record_results(profile, name, data)`; the runner gathers them
-into `runs/<profile>/summary.md` and `summary.json`.
+into `runs/<profile>/summary.md` and `summary.json` (lesson 04 records the results table as
+`results.table`, a list of rows; see `memdec_helpers.results`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +20,9 @@ from typing import Any
 
 from .artifacts import atomic_write_json, load_results, project_root
 from .profiles import load_profile
+from .results import format_table
+
+README_START, README_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 
 
 def notebooks_dir() -> Path:
@@ -77,12 +83,31 @@ def write_summary(profile_name: str, out_dir: Path, timings: dict[str, float]) -
     lines = [f"# Course run: profile `{profile_name}`", "", "| notebook | seconds |", "|---|---|"]
     lines += [f"| {name} | {sec:.0f} |" for name, sec in timings.items()]
     lines += ["", f"Total: {sum(timings.values()):.0f} s", ""]
-    table = results.get("results_table", {}).get("markdown")
-    if table:
-        lines += ["## Results (test split)", "", table, ""]
+    if results.get("table"):
+        lines += ["## Results (test split)", "", format_table(results["table"]), ""]
     text = "\n".join(lines)
     (out_dir / "summary.md").write_text(text)
     return text
+
+
+def update_readme(summary_path: Path, readme: Path | None = None) -> str:
+    """Replace the README's results table (between its marker comments) with the table of a
+    course run's summary.json, so the README's numbers are the notebooks' numbers."""
+    readme = readme or notebooks_dir().parent / "README.md"
+    summary = json.loads(Path(summary_path).read_text())
+    rows = summary.get("results", {}).get("table")
+    if not rows:
+        raise ValueError(f"{summary_path} has no results.table: run lesson 04 (or the whole "
+                         "course) first")
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} lacks the markers {README_START} ... {README_END}")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    table = (f"{README_START}\n<!-- generated from {summary_path} by python -m "
+             f"memdec_helpers.run --readme; do not edit by hand -->\n{format_table(rows)}\n")
+    readme.write_text(head + table + README_END + tail)
+    return format_table(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: runs/<profile>)")
     parser.add_argument("--inplace", action="store_true",
                         help="write outputs back into notebooks/ (metadata stripped)")
+    parser.add_argument("--readme", metavar="SUMMARY_JSON",
+                        help="only rewrite the README's results table from a run's summary.json")
     args = parser.parse_args(argv)
+    if args.readme:
+        print(update_readme(Path(args.readme)))
+        return
     load_profile(args.profile)  # fail early on a bad profile name
     paths = list_notebooks(args.only)
     out_dir = Path(args.out) if args.out else notebooks_dir().parent / "runs" / Path(args.profile).stem

@@ -104,3 +104,14 @@ def profile_dir(profile):
     from pathlib import Path
 
     return Path(profile.artifacts_dir) / profile.name / "corpus-domain"
+
+
+def test_split_documents_used_names_the_documents_in_each_stream(profile):
+    from memdec_helpers.corpus import split_documents_used
+
+    used = split_documents_used(profile)
+    splits = split_documents(load_documents(profile.domain_corpus), profile.validation_fraction,
+                             profile.test_fraction, profile.split_seed)
+    for split, names in used.items():
+        assert names == [name for name, _ in splits[split]][:len(names)]  # a prefix, in order
+    assert not set(used["train"]) & (set(used["validation"]) | set(used["test"]))

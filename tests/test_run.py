@@ -42,3 +42,26 @@ def test_strip_metadata_leaves_tags_and_drops_the_rest(tmp_path):
 def test_recorded_results_are_collected(profile):
     record_results(profile, "results_table", {"markdown": "| a |"})
     assert run.load_results(profile) == {"results_table": {"markdown": "| a |"}}
+
+
+def test_readme_table_is_rewritten_from_a_summary(tmp_path):
+    from test_results import _table
+
+    rows = _table(b0=100.0, b1=90.0, k0=80.0, k1=75.0, m=85.0, bm0=70.0, bm1=68.0)
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"results": {"table": rows}}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{run.README_START}\nold numbers\n{run.README_END}\nafter\n")
+    run.update_readme(summary, readme)
+    text = readme.read_text()
+    assert "old numbers" not in text and text.endswith(f"{run.README_END}\nafter\n")
+    assert "| base 0 + MemDec | 0.75 | 0.00–1.00 | 0.75 | 70.00 | 70.00 |  |" in text
+    run.update_readme(summary, readme)  # idempotent
+    assert readme.read_text() == text
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        run.update_readme(summary, plain)
+    with pytest.raises(ValueError, match="no results.table"):
+        summary.write_text("{}")
+        run.update_readme(summary, readme)
