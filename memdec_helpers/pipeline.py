@@ -244,11 +244,13 @@ def ablation_profile(profile: Profile, **knobs: Any) -> Profile:
     return changed
 
 
-def short_run(profile: Profile, label: str, **knobs: Any) -> dict[str, Any]:
-    """Train (or reuse) a short ablation run `ablation-<label>` with `knobs` changed; its
-    validation/test perplexities alone and mixed with base 0 (α chosen on validation)."""
+def short_run(profile: Profile, **knobs: Any) -> dict[str, Any]:
+    """Train (or reuse) a short ablation run with `knobs` changed; its validation/test
+    perplexities alone and mixed with base 0 (α chosen on validation). Runs are named by
+    their config, so the same setting asked for twice (e.g. β = 0.5 and the reference of
+    another ablation) trains once."""
     variant = ablation_profile(profile, **knobs)
-    name = f"ablation-{label}"
+    name = f"ablation-{config_hash(variant.to_dict())[:10]}"
     model, history = memory_decoder(variant, progress=False, name=name)
     alone, mixed = decoder_result(variant, name, general=False)
     return {"run": name, "knobs": knobs, "params": count_parameters(model),

@@ -6,7 +6,10 @@ from typing import Any, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-COLORS = {"base": "#7f7f7f", "kNN": "#1f77b4", "MemDec": "#d62728", "mix": "#2ca02c"}
+# one colour per method across the course
+COLORS = {"base": "#7f7f7f", "kNN": "#1f77b4", "MemDec": "#d62728", "mix": "#2ca02c",
+          "base + kNN-LM": "#1f77b4", "MemDec alone": "#ff9896", "base + MemDec": "#d62728",
+          "DAPT": "#9467bd"}
 
 
 def distribution_bars(labels: Sequence[str], dists: dict[str, np.ndarray], title: str = "",
@@ -49,10 +52,10 @@ def training_curves(history: dict[str, Any]) -> Any:
 
 
 def sweep_curve(grid: Sequence[float], ppls: Sequence[float], xlabel: str, best: float | None = None,
-                label: str | None = None, ax: Any = None) -> Any:
+                label: str | None = None, ax: Any = None, color: str | None = None) -> Any:
     """Perplexity as a function of one interpolation weight, with the chosen value marked."""
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
-    ax.plot(grid, ppls, marker="o", label=label)
+    ax.plot(grid, ppls, marker="o", label=label, color=color)
     if best is not None:
         ax.axvline(best, ls="--", color="k", lw=0.8)
     ax.set_xlabel(xlabel)
