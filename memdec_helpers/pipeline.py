@@ -17,22 +17,24 @@ from .corpus import load_corpus
 from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
 from .devices import resolve_device, seed_everything
 from .evaluate import cached_token_logprobs, results_table, format_table
-from .index import build_index
-from .knn import knn_lm_logprobs
+from .index import Index, build_index
+from .knnlm import knn_lm_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id
-from .profiles import Profile, check_overrides, load_profile, validate_profile
+from .notebook import check_parameters
+from .profiles import Profile, check_overrides, load_profile, parse_memdec_init
 from .targets import Targets, build_eval_targets, build_targets
 from .train import is_finished, train_config, train_memory_decoder
 
 
 def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: Any) -> Profile:
     """Load the profile (a name, a YAML path or a Profile, plus overrides), seed everything,
-    and say where we run."""
+    and say where we run. In a notebook run by papermill, a parameter the notebook does not
+    declare is a ValueError (a typo would otherwise run the default profile)."""
+    check_parameters()
     if isinstance(profile, Profile):
         check_overrides(overrides, "setup() overrides")
         profile = dataclasses.replace(profile, **overrides)
-        validate_profile(profile)
     else:
         profile = load_profile(profile, **overrides)
     seed_everything(profile.seed)
@@ -40,23 +42,32 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
         device = resolve_device(profile.device)
         gpu = f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""
         print(f"profile {profile.name!r} on {device.type}{gpu}; torch {torch.__version__}, "
-              f"Python {platform.python_version()}; base models {profile.base_models}")
+              f"Python {platform.python_version()}; base models {list(profile.base_models)}")
     return profile
 
 
-def _key(profile: Profile, *names: str) -> tuple:
-    return (profile.name, profile.artifacts_dir, *(repr(getattr(profile, n)) for n in names))
-
-
+# Session caches. Keys hold the whole (frozen, hashable) profile, so no knob can be missed;
+# base models depend on exactly three knobs (name, revision, device) and are shared across
+# profiles that agree on them.
 _MODELS: dict[tuple, tuple[Any, Any]] = {}
+_EVAL_KEYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_KNN: dict[tuple, dict[float, np.ndarray]] = {}
+_MEMDEC: dict[tuple, tuple[Any, dict]] = {}
 
 
 def base(profile: Profile, which: int = 0) -> tuple[Any, Any]:
     """(model, tokenizer) of base model `which`, loaded once per session."""
-    key = (base_model_name(profile, which), profile.device, profile.base_model_revision)
+    key = (base_model_name(profile, which), profile.base_model_revision, profile.device)
     if key not in _MODELS:
         _MODELS[key] = load_base_model(profile, which)
     return _MODELS[key]
+
+
+def init_base(profile: Profile) -> Any:
+    """The base model the Memory Decoder starts from: base model i for memdec_init "base:<i>",
+    else base model 0 (whose vocabulary a from-scratch or saved decoder must share)."""
+    kind, which = parse_memdec_init(profile.memdec_init)
+    return base(profile, which if kind == "base" else 0)[0]
 
 
 def corpus(profile: Profile) -> dict[str, np.ndarray]:
@@ -72,7 +83,7 @@ def datastore(profile: Profile, progress: bool = True) -> Datastore:
     return store
 
 
-def index(profile: Profile, progress: bool = True) -> Any:
+def index(profile: Profile, progress: bool = True) -> Index:
     return build_index(profile, datastore(profile, progress), progress)
 
 
@@ -81,13 +92,9 @@ def targets(profile: Profile, progress: bool = True) -> Targets:
     return build_targets(profile, datastore(profile, progress), index(profile, progress), progress)
 
 
-_EVAL_KEYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-
-
 def eval_keys(profile: Profile, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Query keys and next tokens of a held-out split (small: kept in memory, memoised)."""
-    key = (*_key(profile, "context_length", "stride", "key_layer", "base_models",
-                 "max_eval_tokens", "domain_corpus"), split)
+    key = (profile, split)
     if key not in _EVAL_KEYS:
         model, _ = base(profile, 0)
         _EVAL_KEYS[key] = extract_keys(model, corpus(profile)[split], profile.context_length,
@@ -107,20 +114,15 @@ def base_logprobs(profile: Profile, split: str, which: int = 0) -> np.ndarray:
                                  model_id(model), progress=False)
 
 
-_KNN: dict[tuple, dict[float, np.ndarray]] = {}
-
-
 def knn_logprobs(profile: Profile, split: str, temperatures: list[float] | None = None,
                  k: int | None = None) -> dict[float, np.ndarray]:
     """temperature -> per-token log p_kNN of a held-out split (kNN-LM), one search for all."""
     temps = tuple(temperatures or sorted(set(profile.knn_temperature_grid) | {profile.knn_temperature}))
-    store = datastore(profile, False)
-    key = (store.manifest["config_hash"], split, temps, k or profile.k, profile.index_type,
-           profile.nprobe, profile.max_eval_tokens)
+    key = (profile, split, temps, k or profile.k)
     if key not in _KNN:
         keys, vals = eval_keys(profile, split)
-        _KNN[key] = knn_lm_logprobs(index(profile, False), store.vals, keys, vals, list(temps),
-                                    k or profile.k)
+        _KNN[key] = knn_lm_logprobs(index(profile, False), datastore(profile, False).vals, keys,
+                                    vals, list(temps), k or profile.k)
     return _KNN[key]
 
 
@@ -128,20 +130,14 @@ def memdec_dir(profile: Profile, name: str = "memdec") -> Any:
     return stage_dir(profile, name)
 
 
-_MEMDEC: dict[tuple, tuple[Any, dict]] = {}
-
-
 def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec") -> tuple[Any, dict]:
     """Train (or reuse) the Memory Decoder; returns (model, history). Memoised per session."""
-    key = (name, config_hash(profile.to_dict()))
+    key = (profile, name)
     if key in _MEMDEC:
         return _MEMDEC[key]
     base_model, _ = base(profile, 0)
     tokens = corpus(profile)
-    init_from = None
-    if profile.memdec_init.startswith("base:"):
-        init_from, _ = base(profile, int(profile.memdec_init.split(":")[1]))
-    model = build_memory_decoder(profile, base_model=init_from or base_model)
+    model = build_memory_decoder(profile, base_model=init_base(profile))
     check_same_vocabulary(model, base_model)
     train_targets, out_dir = targets(profile, progress), memdec_dir(profile, name)
     finished = is_finished(out_dir, train_config(profile, model, tokens["train"], train_targets))

@@ -76,3 +76,14 @@ def profile_dir(profile):
     from pathlib import Path
 
     return Path(profile.artifacts_dir) / profile.name / "corpus-domain"
+
+
+def test_edited_corpus_tokens_are_detected_on_load(profile):
+    """The corpus sha256 used to be recorded but never compared: edited tokens were reused."""
+    tokens = load_corpus(profile)
+    path = profile_dir(profile) / "train.npy"
+    edited = tokens["train"].copy()
+    edited[100] = (edited[100] + 1) % 4096
+    np.save(path, edited)  # same size, other tokens
+    with pytest.raises(ValueError, match="train.npy was changed"):
+        load_corpus(profile)

@@ -1,4 +1,7 @@
 """Evaluation: sliding-window log-probs vs full forward passes; mixing vs probability space."""
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +133,10 @@ def test_perplexity_and_empty():
     assert perplexity(lp) == pytest.approx(np.exp(-lp.mean()))
     with pytest.raises(ValueError, match="empty"):
         perplexity([])
+    assert perplexity([0.0, -np.inf]) == np.inf  # probability 0 is allowed: infinite perplexity
+    for bad in ([0.5, -1.0], [-np.log(0.5)], [np.nan, -1.0]):  # p, -log p, NaN: not log p
+        with pytest.raises(ValueError, match="token_logprobs"):
+            perplexity(np.array(bad))
 
 
 def test_sweep_and_results_table_choose_on_validation():
@@ -157,15 +164,21 @@ def test_sweep_and_table_refuse_bad_input():
 
 
 def test_cache_is_reused_and_rebuilt_when_tokens_change(profile, gpt2, token_ids):
-    profile.context_length, profile.stride = 32, 16
+    profile = replace(profile, context_length=32, stride=16)
     first = cached_token_logprobs(profile, "m", gpt2, token_ids, "val", "model-a", progress=False)
-    with torch.no_grad():
-        gpt2.lm_head.weight.mul_(2)  # a changed model with the same id would be reused ...
+    path = next(Path(profile.artifacts_dir).rglob("logprobs.npy"))
+    mtime = path.stat().st_mtime_ns
     again = cached_token_logprobs(profile, "m", gpt2, token_ids, "val", "model-a", progress=False)
     np.testing.assert_array_equal(first, again)
+    assert path.stat().st_mtime_ns == mtime  # reused, not recomputed
+    with torch.no_grad():
+        gpt2.lm_head.weight.mul_(2)  # a changed model with the same id is not reused (it was)
+    changed = cached_token_logprobs(profile, "m", gpt2, token_ids, "val", "model-a", progress=False)
+    np.testing.assert_allclose(changed, token_logprobs(gpt2, token_ids, 32, 16), atol=1e-6)
+    assert not np.allclose(changed, first)
     other = cached_token_logprobs(profile, "m", gpt2, token_ids[:100], "val", "model-a", progress=False)
     np.testing.assert_allclose(other, token_logprobs(gpt2, token_ids[:100], 32, 16), atol=1e-6)
-    profile.stride = 8  # a window knob changed: recomputed
+    profile = replace(profile, stride=8)  # a window knob changed: recomputed
     strided = cached_token_logprobs(profile, "m", gpt2, token_ids[:100], "val", "model-a", progress=False)
     np.testing.assert_allclose(strided, token_logprobs(gpt2, token_ids[:100], 32, 8), atol=1e-6)
     assert not np.array_equal(strided, other)
