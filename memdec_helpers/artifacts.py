@@ -27,7 +27,7 @@ except ImportError:  # Windows: no OS lock (one process per stage is then up to 
 
 MANIFEST = "manifest.json"
 PROGRESS = ".progress.json"  # how far an unfinished streaming build got (datastore, targets)
-HASH_LIMIT = 256 * 2**20  # files up to this size get a content hash in the manifest, checked on load
+HASH_LIMIT = 256 * 2**20  # files up to this size get a content hash, checked on load
 
 
 def project_root() -> Path | None:
@@ -160,7 +160,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
 
 def file_digest(path: Path) -> str | None:
     """sha256 of a file up to HASH_LIMIT bytes (read in 1 MiB blocks); None for larger files,
-    which the manifest checks by size only (hashing a 100 GB datastore on every load is not cheap)."""
+    which the manifest checks by size only (hashing 100 GB of keys on every load is not cheap)."""
     if path.stat().st_size > HASH_LIMIT:
         return None
     digest = hashlib.sha256()
@@ -279,7 +279,8 @@ def reserve_space(path: Path, nbytes: int) -> None:
         free = shutil.disk_usage(path.parent).free
         raise OSError(err.errno, f"not enough disk space for {path}: it needs "
                       f"{nbytes / 2**20:,.1f} MiB and {free / 2**20:,.1f} MiB are free; free some "
-                      "space or point artifacts_dir (or MEMDEC_ARTIFACTS) at a larger disk") from None
+                      "space or point artifacts_dir (or MEMDEC_ARTIFACTS) at a larger disk"
+                      ) from None
 
 
 def open_memmap(path: str | os.PathLike, dtype: Any, shape: tuple[int, ...], mode: str = "r"):
@@ -319,7 +320,7 @@ def _recorded(profile: Any) -> dict[str, dict[str, Any]]:
 
 
 def load_results(profile: Any) -> dict[str, Any]:
-    """name -> results recorded under this exact profile (results of another config are left out)."""
+    """name -> results recorded under this exact profile (those of another config are left out)."""
     current = profile_hash(profile)
     return {name: record["results"] for name, record in _recorded(profile).items()
             if record.get("profile_hash") == current}

@@ -133,7 +133,8 @@ def cached_token_logprobs(profile: Profile, name: str, model: Any, token_ids: An
     check_stage_name(name, "name")
     check_stage_name(split, "split")
     config = {"model_id": model_id, "weights": weights_fingerprint(model), "split": split,
-              "tokens": tokens_hash(token_ids), **profile.subset("context_length", "stride", "dtype")}
+              "tokens": tokens_hash(token_ids),
+              **profile.subset("context_length", "stride", "dtype")}
     directory = stage_dir(profile, "eval", f"{name}-{split}")
     with stage_lock(directory):
         if stage_is_current(directory, config):

@@ -128,7 +128,8 @@ def _next_tokens(mixed: torch.Tensor, do_sample: bool, sampling_temperature: flo
     """Greedy argmax or a sample from the filtered mixed distribution; [B]."""
     if not do_sample:
         return mixed.argmax(dim=-1)
-    probs = torch.softmax(filter_logits(mixed, sampling_temperature, top_k, top_p), dim=-1)  # [B, V]
+    logits = filter_logits(mixed, sampling_temperature, top_k, top_p)  # [B, V]
+    probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 

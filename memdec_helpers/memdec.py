@@ -150,7 +150,7 @@ def _check_ranges(vocab: int, target_ids: torch.Tensor, target_probs: torch.Tens
     used = target_probs > 0
     keep = labels != IGNORE  # [B, T]
     probs = target_probs.float()  # [B, T, m]
-    off_one = torch.where(keep, (probs.sum(-1) - 1).abs(), torch.zeros_like(keep, dtype=probs.dtype))
+    off_one = (probs.sum(-1) - 1).abs() * keep  # [B, T], 0 where the label is ignored
     flags = torch.stack([
         (used & ((target_ids < 0) | (target_ids >= vocab))).any(),  # foreign target ids
         (keep & ((labels < 0) | (labels >= vocab))).any(),  # labels outside the vocabulary

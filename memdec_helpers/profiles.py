@@ -110,12 +110,7 @@ def _bad(knob: str, value: Any, allowed: str) -> ValueError:
 def _number(knob: str, value: Any, kind: type) -> int | float:
     """`value` as an int or a finite float; numeric strings (YAML reads `1e-3` as one) accepted."""
     what = "an integer" if kind is int else "a number"
-    parsed = value
-    if isinstance(value, str):
-        try:
-            parsed = float(value.strip())
-        except ValueError:
-            raise _bad(knob, value, f"must be {what}") from None
+    parsed = _parse_number(value) if isinstance(value, str) else value
     if isinstance(parsed, bool) or not isinstance(parsed, (int, float)):
         raise _bad(knob, value, f"must be {what}")
     if not math.isfinite(parsed):
@@ -125,6 +120,16 @@ def _number(knob: str, value: Any, kind: type) -> int | float:
             raise _bad(knob, value, "must be a whole number")
         return int(parsed)
     return float(parsed)
+
+
+def _parse_number(text: str) -> int | float | str:
+    """An int or float read from `text`; `text` itself when it is not a number."""
+    for kind in (int, float):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            pass
+    return text
 
 
 def _text(knob: str, value: Any) -> str:
@@ -169,9 +174,16 @@ def coerce(knob: str, value: Any, annotation: str) -> Any:
     return SCALARS[base](knob, value)
 
 
-for _knob in KNOBS.values():  # every knob must have a type coerce() knows
-    _kind = re.sub(r"^tuple\[(\w+), \.\.\.\]$", r"\1", str(_knob.type).removesuffix(" | None"))
-    assert _kind in SCALARS, f"Profile.{_knob.name}: unsupported annotation {_knob.type}"
+def _check_annotations() -> None:
+    """Every knob must be annotated with a type coerce() knows (a new knob fails at import)."""
+    for knob in KNOBS.values():
+        kind = re.sub(r"^tuple\[(\w+), \.\.\.\]$", r"\1", str(knob.type).removesuffix(" | None"))
+        if kind not in SCALARS:
+            raise TypeError(f"Profile.{knob.name}: unsupported annotation {knob.type}; use "
+                            "int, float, str, bool, `X | None` or `tuple[X, ...]`")
+
+
+_check_annotations()
 
 
 # ----------------------------------------------------------------------------- ranges
@@ -188,43 +200,43 @@ def parse_memdec_init(value: str) -> tuple[str, int | str | None]:
     return "folder", value
 
 
-RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+Rule = tuple[Callable[[Any], bool], str]  # (is the value allowed?, what is allowed)
+AT_LEAST_1: Rule = (lambda v: v >= 1, "must be >= 1")
+POSITIVE: Rule = (lambda v: v > 0, "must be > 0")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, "must be >= 0")
+UNIT: Rule = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
+CAP: Rule = (lambda v: v is None or v >= 1, "must be >= 1, or null for no cap")
+FRACTION: Rule = (lambda v: 0 < v < 1, "must be in (0, 1)")
+
+
+def each(rule: Rule) -> Rule:
+    """The rule applied to every value of a tuple knob."""
+    ok, allowed = rule
+    return (lambda values: all(ok(v) for v in values), f"every value {allowed}")
+
+
+def one_of(options: tuple[str, ...]) -> Rule:
+    return (lambda v: v in options, f"use one of {options}")
+
+
+RANGES: dict[str, Rule] = {
     "name": (is_plain_name, "must be a plain folder name (no '/', '\\' or leading dot), e.g. 'tiny'"),
-    "validation_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
-    "test_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
-    "split_seed": (lambda v: v >= 0, "must be >= 0"),
-    "seed": (lambda v: v >= 0, "must be >= 0"),
-    "max_train_tokens": (lambda v: v is None or v >= 1, "must be >= 1, or null for no cap"),
-    "max_eval_tokens": (lambda v: v is None or v >= 1, "must be >= 1, or null for no cap"),
+    **dict.fromkeys(("validation_fraction", "test_fraction"), FRACTION),
+    **dict.fromkeys(("max_train_tokens", "max_eval_tokens"), CAP),
+    **dict.fromkeys(("split_seed", "seed", "weight_decay", "warmup_steps"), NON_NEGATIVE),
+    **dict.fromkeys(("stride", "batch_size", "ivf_nlist", "pq_code_bytes", "nprobe",
+                     "index_train_size", "k", "target_top_m", "memdec_layers", "memdec_dim",
+                     "memdec_heads", "train_steps", "train_batch_size", "grad_accum",
+                     "eval_every"), AT_LEAST_1),
+    **dict.fromkeys(("knn_temperature", "learning_rate", "grad_clip"), POSITIVE),
+    **dict.fromkeys(("knn_lambda_grid", "alpha_grid"), each(UNIT)),
     "context_length": (lambda v: v >= 2, "must be >= 2"),
-    "stride": (lambda v: v >= 1, "must be >= 1"),
-    "batch_size": (lambda v: v >= 1, "must be >= 1"),
-    "key_layer": (lambda v: v in KEY_LAYERS, f"use one of {KEY_LAYERS}"),
-    "index_type": (lambda v: v in INDEX_TYPES, f"use one of {INDEX_TYPES}"),
-    "ivf_nlist": (lambda v: v >= 1, "must be >= 1"),
-    "pq_code_bytes": (lambda v: v >= 1, "must be >= 1"),
-    "nprobe": (lambda v: v >= 1, "must be >= 1"),
-    "index_train_size": (lambda v: v >= 1, "must be >= 1"),
-    "k": (lambda v: v >= 1, "must be >= 1"),
-    "target_top_m": (lambda v: v >= 1, "must be >= 1"),
-    "knn_temperature": (lambda v: v > 0, "must be > 0"),
-    "knn_lambda_grid": (lambda v: all(0 <= x <= 1 for x in v), "values must be in [0, 1]"),
-    "knn_temperature_grid": (lambda v: all(x > 0 for x in v), "values must be > 0"),
-    "memdec_layers": (lambda v: v >= 1, "must be >= 1"),
-    "memdec_dim": (lambda v: v >= 1, "must be >= 1"),
-    "memdec_heads": (lambda v: v >= 1, "must be >= 1"),
-    "beta": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
-    "learning_rate": (lambda v: v > 0, "must be > 0"),
-    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
-    "warmup_steps": (lambda v: v >= 0, "must be >= 0"),
-    "train_steps": (lambda v: v >= 1, "must be >= 1"),
-    "train_batch_size": (lambda v: v >= 1, "must be >= 1"),
-    "grad_accum": (lambda v: v >= 1, "must be >= 1"),
-    "grad_clip": (lambda v: v > 0, "must be > 0"),
-    "eval_every": (lambda v: v >= 1, "must be >= 1"),
-    "alpha_grid": (lambda v: all(0 <= x <= 1 for x in v), "values must be in [0, 1]"),
-    "device": (lambda v: v in DEVICES, f"use one of {DEVICES}"),
-    "dtype": (lambda v: v in DTYPES, f"use one of {DTYPES}"),
+    "knn_temperature_grid": each(POSITIVE),
+    "beta": UNIT,
+    "key_layer": one_of(KEY_LAYERS),
+    "index_type": one_of(INDEX_TYPES),
+    "device": one_of(DEVICES),
+    "dtype": one_of(DTYPES),
 }
 
 

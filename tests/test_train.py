@@ -110,17 +110,7 @@ def test_resume_gives_the_same_loss_trajectory(setup, tmp_path):
     profile, tokens, targets = setup
     full_model, full = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path / "a",
                                             progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_9(record):
-        if record["step"] == 9:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path / "b",
-                             progress=False, callback=stop_at_9)
+    interrupted_run(profile, tokens, targets, tmp_path / "b")
     assert not (tmp_path / "b" / "manifest.json").exists()  # nothing looks finished
     assert len(json.loads((tmp_path / "b" / "history.json").read_text())["steps"]) == 8
     resumed_steps = []
