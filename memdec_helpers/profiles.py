@@ -180,7 +180,8 @@ def _check_annotations() -> None:
         kind = re.sub(r"^tuple\[(\w+), \.\.\.\]$", r"\1", str(knob.type).removesuffix(" | None"))
         if kind not in SCALARS:
             raise TypeError(f"Profile.{knob.name}: unsupported annotation {knob.type}; use "
-                            "int, float, str, bool, `X | None` or `tuple[X, ...]`")
+                            "int, float, str, bool, `X | None` or `tuple[X, ...]` (a list knob "
+                            "is a tuple, so that a frozen profile stays hashable)")
 
 
 _check_annotations()
@@ -205,7 +206,7 @@ AT_LEAST_1: Rule = (lambda v: v >= 1, "must be >= 1")
 POSITIVE: Rule = (lambda v: v > 0, "must be > 0")
 NON_NEGATIVE: Rule = (lambda v: v >= 0, "must be >= 0")
 UNIT: Rule = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
-CAP: Rule = (lambda v: v is None or v >= 1, "must be >= 1, or null for no cap")
+CAP: Rule = (lambda v: v >= 1, "must be >= 1, or null for no cap")
 FRACTION: Rule = (lambda v: 0 < v < 1, "must be in (0, 1)")
 
 
@@ -241,10 +242,12 @@ RANGES: dict[str, Rule] = {
 
 
 def validate_profile(p: Profile) -> None:
-    """Each knob's range, then the rules that tie knobs together (ValueError naming the knob)."""
+    """Each knob's range (None, where a knob may be None, is always allowed), then the rules
+    that tie knobs together (ValueError naming the knob)."""
     for knob, (ok, allowed) in RANGES.items():
-        if not ok(getattr(p, knob)):
-            raise _bad(knob, getattr(p, knob), allowed)
+        value = getattr(p, knob)
+        if value is not None and not ok(value):
+            raise _bad(knob, value, allowed)
     related = {
         "stride": (p.stride <= p.context_length, f"must be in [1, context_length={p.context_length}]"),
         "target_top_m": (p.target_top_m <= p.k, f"must be in [1, k={p.k}]"),
