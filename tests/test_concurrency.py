@@ -1,6 +1,6 @@
 """One writer per stage: two processes that build the same datastore, index and targets at the
-same moment leave one clean result (byte-identical to a lone build); one of them waits for the
-other's lock, then reuses what it built."""
+same moment leave one clean result (byte-identical to a lone build); a process that finds a
+stage locked waits, then reuses what the other built."""
 import subprocess
 import sys
 import time
@@ -68,10 +68,9 @@ def test_two_builders_at_once_leave_one_clean_result(tmp_path):
     together = tmp_path / "together"
     together.mkdir()
     outputs = [finish(child) for child in (start(together, "a", "b"), start(together, "b", "a"))]
-    waited = [err for _, err in outputs if "waiting for another process" in err]
-    assert len(waited) == 1  # the lock made one of them wait ...
+    assert any("waiting for another process" in err for _, err in outputs)  # a lock held one
     passes = sorted(int(out.split("forward passes:")[1]) for out, _ in outputs)
-    assert passes[0] == 0 and passes[1] > 0  # ... and it reused the datastore the other built
+    assert passes[0] == 0 and passes[1] > 0  # one built the datastore, the other reused it
     for stage, names in FILES.items():
         built = together / "artifacts" / "tiny" / stage
         assert (built / "manifest.json").exists()
