@@ -17,8 +17,8 @@ from memdec_helpers.datastore import extract_keys
 from memdec_helpers.evaluate import mix_logprobs, token_logprobs
 from memdec_helpers.generate import generate
 from memdec_helpers.index import search
-from memdec_helpers.knn import knn_distribution, knn_lm_logprobs
-from memdec_helpers.knnlm import knn_lm_generate
+from memdec_helpers.knn import knn_distribution
+from memdec_helpers.knnlm import knn_lm_generate, knn_lm_logprobs
 from memdec_helpers.memdec import memdec_loss
 from memdec_helpers.train import make_batch, sequence_starts
 
@@ -112,7 +112,7 @@ def bench_inference(profile, base_model, memdec, store, index, batch: int = 1,
     prompt = torch.as_tensor(test[: 32 * batch].astype(np.int64)).view(batch, 32)
     mem = timed(lambda: generate(base_model, memdec, prompt, new_tokens, alpha=0.5), 5)
     knn = timed(lambda: knn_lm_generate(base_model, index, vals, prompt, new_tokens,
-                                        lam=0.25, temperature=profile.knn_temperature, k=profile.k), 5)
+                                        alpha=0.25, temperature=profile.knn_temperature, k=profile.k), 5)
     base = timed(lambda: generate(base_model, None, prompt, new_tokens, alpha=None), 5)
     tokens = batch * new_tokens
     size = f", datastore x{copies} ({len(vals) // 1000}k keys)" if copies > 1 else ""

@@ -9,7 +9,7 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 from . import (artifacts, corpus, datastore, evaluate, generate, index, knn, knnlm, memdec,
-               models, pipeline, plots, profiles, targets, train, windows)
+               models, notebook, pipeline, plots, profiles, targets, train, windows)
 from .corpus import load_corpus
 from .datastore import build_datastore, extract_keys, load_datastore
 from .evaluate import mix_logprobs, perplexity, token_logprobs

@@ -2,23 +2,32 @@
 
 Layout: `<artifacts_dir>/<profile>/<stage>/`. A stage is complete only when its
 `manifest.json` exists (it is written last, atomically); a manifest whose config hash differs
-from the current config means "rebuild", never "reuse".
+from the current config means "rebuild", never "reuse". One process at a time checks and builds
+a stage (`stage_lock`, an OS file lock); a process that waited reuses what the other built.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows: no OS lock (one process per stage is then up to the user)
+    fcntl = None
+
 MANIFEST = "manifest.json"
 PROGRESS = ".progress.json"  # how far an unfinished streaming build got (datastore, targets)
+HASH_LIMIT = 256 * 2**20  # files up to this size get a content hash, checked on load
 
 
 def project_root() -> Path | None:
@@ -39,19 +48,60 @@ def artifacts_root(artifacts_dir: str) -> Path:
     return (project_root() or Path.cwd()) / path
 
 
+def is_plain_name(name: Any) -> bool:
+    """A non-empty folder name with no path separator and no leading dot (so not '.' or '..')."""
+    return (isinstance(name, str) and bool(name) and not name.startswith(".")
+            and not any(c in name for c in "/\\\0"))
+
+
 def check_stage_name(name: Any, what: str = "stage") -> None:
     """`name` becomes a folder under the profile's artifacts: a non-empty plain name (no path
     separators, no leading dot), else ValueError naming the argument `what`."""
-    if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name:
+    if not is_plain_name(name):
         raise ValueError(f"{what}={name!r} must be a plain folder name (not empty, no path "
                          "separators, no leading dot), e.g. 'validation'")
 
 
-def stage_dir(profile: Any, stage: str) -> Path:
-    """`<artifacts_dir>/<profile name>/<stage>`, created if missing."""
-    path = artifacts_root(profile.artifacts_dir) / profile.name / stage
+def contained_path(root: Path, *names: str, what: str = "stage") -> Path:
+    """`root/names...` with every name a plain folder name: a path that stays under `root`."""
+    for name in names:
+        check_stage_name(name, what)
+    return root.joinpath(*names)
+
+
+def stage_dir(profile: Any, *stage: str) -> Path:
+    """`<artifacts_dir>/<profile name>/<stage...>`, created if missing; every part of the path
+    is a plain name, so nothing is ever written outside the artifacts root."""
+    if not stage:
+        raise ValueError("stage_dir needs a stage name, e.g. stage_dir(profile, 'datastore')")
+    profile_root = contained_path(artifacts_root(profile.artifacts_dir), profile.name,
+                                  what="profile name")
+    path = contained_path(profile_root, *stage)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def stage_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive OS lock on the stage `directory` while it is checked and built (one
+    writer per stage). The lock file sits next to the folder, so clearing the stage keeps it;
+    the OS drops the lock when its holder exits, even by SIGKILL."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a") as fh:
+        if fcntl is None:
+            yield
+            return
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is building {directory} ...",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -108,27 +158,51 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
     return data
 
 
+def file_digest(path: Path) -> str | None:
+    """sha256 of a file up to HASH_LIMIT bytes (read in 1 MiB blocks); None for larger files,
+    which the manifest checks by size only (hashing 100 GB of keys on every load is not cheap)."""
+    if path.stat().st_size > HASH_LIMIT:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stage_files(directory: Path) -> list[Path]:
+    """The files a manifest vouches for: every visible top-level file but the manifest."""
+    return [p for p in sorted(directory.iterdir())
+            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")]
+
+
 def write_manifest(directory: str | os.PathLike, config: dict[str, Any], **info: Any) -> dict:
-    """Record config, its hash and the sizes of the stage's files; written last, atomically."""
+    """Record config, its hash, and the size and content hash of the stage's files; written
+    last, atomically."""
     directory = Path(directory)
-    files = {
-        p.name: p.stat().st_size
-        for p in sorted(directory.iterdir())
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
-    }
+    files = _stage_files(directory)
     manifest = {
         "config": config,
         "config_hash": config_hash(config),
-        "files": files,
+        "files": {p.name: p.stat().st_size for p in files},
+        "file_sha256": {p.name: digest for p in files if (digest := file_digest(p)) is not None},
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        **info,
     }
+    clash = sorted(set(manifest) & set(info))
+    if clash:
+        raise ValueError(f"write_manifest: {clash} are the manifest's own fields; rename them")
+    manifest.update(info)
     atomic_write_json(directory / MANIFEST, manifest)
     return manifest
 
 
+def _damaged(path: Path, problem: str) -> ValueError:
+    return ValueError(f"{path} {problem}; delete the folder {path.parent} to rebuild it")
+
+
 def stage_is_current(directory: str | os.PathLike, config: dict[str, Any]) -> bool:
-    """True if the stage was completed with this exact config and its files are intact."""
+    """True if the stage was completed with this exact config and its files are intact (sizes,
+    and contents where the manifest holds a hash); a damaged file raises ValueError."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest is None or manifest["config_hash"] != config_hash(config):
@@ -136,10 +210,11 @@ def stage_is_current(directory: str | os.PathLike, config: dict[str, Any]) -> bo
     for name, size in manifest.get("files", {}).items():
         path = directory / name
         if not path.exists() or path.stat().st_size != size:
-            raise ValueError(
-                f"{path} is missing or truncated (expected {size} bytes); "
-                f"delete the folder {directory} to rebuild it"
-            )
+            raise _damaged(path, f"is missing or truncated (expected {size} bytes)")
+    for name, digest in manifest.get("file_sha256", {}).items():
+        if file_digest(directory / name) != digest:
+            raise _damaged(directory / name, "was changed after it was written (its content "
+                           "hash differs from the manifest's)")
     return True
 
 
@@ -170,27 +245,87 @@ def resume_point(directory: str | os.PathLike, expected: dict[str, Any],
     return 0
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _allocate(fh: Any, nbytes: int) -> None:
+    """Allocate `nbytes` on disk for the open file `fh`: posix_fallocate where the OS and file
+    system have it, else a free-space check and a sparse truncate."""
+    if nbytes == 0:
+        return
+    try:
+        os.posix_fallocate(fh.fileno(), 0, nbytes)
+        return
+    except AttributeError:  # macOS, Windows
+        pass
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # EINVAL: fs cannot fallocate
+            raise
+    if shutil.disk_usage(Path(fh.name).parent).free < nbytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    fh.truncate(nbytes)
+
+
+def reserve_space(path: Path, nbytes: int) -> None:
+    """Create `path` with `nbytes` allocated on disk now, so a full disk is a clear OSError here
+    and not a SIGBUS later, inside a memory-mapped write to a sparse file."""
+    try:
+        with open(path, "wb") as fh:
+            _allocate(fh, nbytes)
+    except OSError as err:
+        if err.errno not in FULL_DISK:
+            raise
+        path.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(err.errno, f"not enough disk space for {path}: it needs "
+                      f"{nbytes / 2**20:,.1f} MiB and {free / 2**20:,.1f} MiB are free; free some "
+                      "space or point artifacts_dir (or MEMDEC_ARTIFACTS) at a larger disk"
+                      ) from None
+
+
 def open_memmap(path: str | os.PathLike, dtype: Any, shape: tuple[int, ...], mode: str = "r"):
-    """A raw memmap whose file size is checked against `shape` first (truncation -> ValueError)."""
+    """A raw memmap whose file size is checked against `shape` first (truncation -> ValueError);
+    mode "w+" reserves the file's disk space before mapping it (full disk -> OSError)."""
     path = Path(path)
     expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if mode == "r":
-        actual = path.stat().st_size if path.exists() else -1
-        if actual != expected:
-            raise ValueError(
-                f"{path} has {actual} bytes but shape {shape} of {np.dtype(dtype)} needs "
-                f"{expected}: the file is truncated or corrupted; delete its folder to rebuild it"
-            )
+    if mode == "w+":
+        reserve_space(path, expected)
+        mode = "r+"
+    actual = path.stat().st_size if path.exists() else -1
+    if actual != expected:
+        raise ValueError(
+            f"{path} has {actual} bytes but shape {shape} of {np.dtype(dtype)} needs "
+            f"{expected}: the file is truncated or corrupted; delete its folder to rebuild it"
+        )
     return np.memmap(path, dtype=dtype, mode=mode, shape=shape)
 
 
-def record_results(profile: Any, name: str, data: dict[str, Any]) -> Path:
-    """Save a lesson's headline results (JSON) where the batch runner will collect them."""
+def profile_hash(profile: Any) -> str:
+    """The identity of a whole profile (every knob): what a lesson's results depend on."""
+    return config_hash(profile.to_dict())
+
+
+def record_results(profile: Any, name: str, data: Any) -> Path:
+    """Save a lesson's headline results (JSON) where the batch runner will collect them, tagged
+    with the hash of the profile that made them."""
+    check_stage_name(name, "name")
     path = stage_dir(profile, "results") / f"{name}.json"
-    atomic_write_json(path, data)
+    atomic_write_json(path, {"profile_hash": profile_hash(profile), "results": data})
     return path
 
 
-def load_results(profile: Any) -> dict[str, Any]:
+def _recorded(profile: Any) -> dict[str, dict[str, Any]]:
     directory = stage_dir(profile, "results")
     return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
+
+
+def load_results(profile: Any) -> dict[str, Any]:
+    """name -> results recorded under this exact profile (those of another config are left out)."""
+    current = profile_hash(profile)
+    return {name: record["results"] for name, record in _recorded(profile).items()
+            if record.get("profile_hash") == current}
+
+
+def stale_results(profile: Any) -> list[str]:
+    """Names of results recorded under another config of this profile (left out of summaries)."""
+    return sorted(set(_recorded(profile)) - set(load_results(profile)))

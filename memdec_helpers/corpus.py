@@ -16,9 +16,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .artifacts import (array_hash, atomic_save_npy, clear_stage, read_manifest, stage_dir,
-                        stage_is_current, write_manifest)
+                        stage_is_current, stage_lock, write_manifest)
 from .hub import from_hub
 from .models import load_tokenizer
+from .profiles import Profile
 
 CORPORA_DIR = Path(__file__).parent / "data" / "corpora"
 SPLITS = ("train", "validation", "test")
@@ -126,11 +127,18 @@ def corpus_config(profile: Any, which: str) -> dict[str, Any]:
     return {"source": source, **knobs, **caps, "format": 3}
 
 
-def load_corpus(profile: Any, which: str = "domain", progress: bool = True) -> dict[str, np.ndarray]:
+def load_corpus(profile: Profile, which: str = "domain",
+                progress: bool = True) -> dict[str, np.ndarray]:
     """`train`/`validation`/`test` -> 1-D int32 token ids of the profile's domain corpus
-    (or `which="general"`: the corpus the tiny base models were trained on). Cached on disk."""
+    (or `which="general"`: the corpus the tiny base models were trained on). Cached on disk,
+    checked against its content hashes on load; one process builds it at a time."""
     if which not in ("domain", "general"):
         raise ValueError(f"which={which!r}: use 'domain' or 'general'")
+    with stage_lock(stage_dir(profile, f"corpus-{which}")):
+        return _load_or_build(profile, which, progress)
+
+
+def _load_or_build(profile: Profile, which: str, progress: bool) -> dict[str, np.ndarray]:
     config = corpus_config(profile, which)
     directory = stage_dir(profile, f"corpus-{which}")
     if stage_is_current(directory, config):

@@ -15,15 +15,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .artifacts import (PROGRESS, atomic_write_json, check_stage_name, open_memmap,
-                        read_manifest, resume_point, stage_dir, stage_is_current, write_manifest)
+from .artifacts import (PROGRESS, atomic_write_json, open_memmap, read_manifest, resume_point,
+                        stage_dir, stage_is_current, stage_lock, write_manifest)
 from .devices import autocast, autocast_dtype
-from .evaluate import (check_context_fits, check_finite, check_token_range, model_name,
-                       run_device, tokens_hash)
-from .models import backbone, transformer_blocks
-from .windows import as_token_array, plan_windows, window_batches
-
-KEY_LAYERS = ("mlp_input", "final_hidden")
+from .models import (backbone, check_context_fits, check_finite, check_token_range, model_id,
+                     run_device, transformer_blocks)
+from .profiles import KEY_LAYERS, Profile
+from .windows import as_token_array, plan_windows, tokens_hash, window_batches
 
 
 def key_module(model: Any, key_layer: str) -> torch.nn.Module:
@@ -93,7 +91,7 @@ def key_batches(model: Any, tokens: np.ndarray, context_length: int, stride: int
                 body(input_ids=ids.to(device), use_cache=False)
             keys = box.pop("keys")[:, :-1]  # [b, L-1, d]: position j (predicting j+1)
             keys = keys[scored.to(keys.device)].to(torch.float16)  # [n, d]
-            check_finite(keys, f"float16 keys of model {model_name(model)}")
+            check_finite(keys, f"float16 keys of model {model_id(model)}")
             yield positions[scored].numpy(), keys.cpu().numpy()
 
 
@@ -162,33 +160,34 @@ def _part(name: str) -> str:
     return f".{name}.part"
 
 
-def datastore_config(profile: Any, tokens: np.ndarray, model_id: str) -> dict[str, Any]:
+def datastore_config(profile: Profile, tokens: np.ndarray, model_id: str) -> dict[str, Any]:
     """Everything the datastore's bytes depend on: the model, the tokens and the window knobs."""
     return {"model_id": model_id, "tokens": tokens_hash(tokens), "n_tokens": int(len(tokens)),
             **profile.subset("key_layer", "context_length", "stride", "dtype")}
 
 
-def build_datastore(profile: Any, model: Any, token_ids: Any, model_id: str,
+def build_datastore(profile: Profile, model: Any, token_ids: Any, model_id: str,
                     progress: bool = True, stage: str = "datastore") -> Datastore:
     """Stream keys/values of `token_ids` into memmaps under `stage`; reused when its manifest
-    matches; an interrupted build continues from its last finished batch on the next call."""
+    matches; an interrupted build continues from its last finished batch on the next call.
+    One process builds at a time: another one waits, then reuses the result."""
     tokens = as_token_array(token_ids)
     check_key_args(model, tokens, profile.context_length, profile.stride, profile.key_layer,
                    profile.batch_size)
-    check_stage_name(stage)
     config = datastore_config(profile, tokens, model_id)
     directory = stage_dir(profile, stage)
-    if stage_is_current(directory, config):
+    with stage_lock(directory):
+        if stage_is_current(directory, config):
+            return load_datastore(directory)
+        n, d = len(tokens) - 1, key_dim(model)
+        parts = {_part(KEYS): n * d * 2, _part(VALS): n * 4}
+        done = resume_point(directory, {"config": config}, parts, "windows_done")
+        _write_keys(directory, config, model, tokens, profile, done, progress)
+        _finish(directory, config, n, d, model_id, profile)
         return load_datastore(directory)
-    n, d = len(tokens) - 1, key_dim(model)
-    parts = {_part(KEYS): n * d * 2, _part(VALS): n * 4}
-    done = resume_point(directory, {"config": config}, parts, "windows_done")
-    _write_keys(directory, config, model, tokens, profile, done, progress)
-    _finish(directory, config, n, d, model_id, profile)
-    return load_datastore(directory)
 
 
-def _write_keys(directory: Path, config: dict, model: Any, tokens: np.ndarray, profile: Any,
+def _write_keys(directory: Path, config: dict, model: Any, tokens: np.ndarray, profile: Profile,
                 done: int, progress: bool) -> None:
     """Fill the .part memmaps window batch by window batch, from window `done` on."""
     mode = "r+" if done else "w+"
@@ -208,7 +207,7 @@ def _write_keys(directory: Path, config: dict, model: Any, tokens: np.ndarray, p
     del keys, vals
 
 
-def _finish(directory: Path, config: dict, n: int, d: int, model_id: str, profile: Any) -> None:
+def _finish(directory: Path, config: dict, n: int, d: int, model_id: str, profile: Profile) -> None:
     """Rename the complete files into place, drop the progress file, write the manifest last."""
     (directory / _part(KEYS)).rename(directory / KEYS)
     (directory / _part(VALS)).rename(directory / VALS)

@@ -10,54 +10,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .artifacts import (array_hash, atomic_save_npy, check_stage_name, clear_stage, stage_dir,
-                        stage_is_current, write_manifest)
-from .devices import autocast, autocast_dtype, resolve_device
-from .models import position_limit
-from .windows import as_token_array, window_batches
-
-
-def model_name(model: Any) -> str:
-    """The model's hub name or folder, else its class name (for error messages)."""
-    return getattr(model.config, "_name_or_path", "") or type(model).__name__
-
-
-def check_context_fits(model: Any, context_length: int) -> None:
-    """ValueError if the windows are longer than the model's position embeddings."""
-    limit = position_limit(model)
-    if limit is not None and context_length > limit:
-        raise ValueError(
-            f"context_length={context_length} exceeds the {limit} positions of model "
-            f"{model_name(model)}; use context_length <= {limit}"
-        )
-
-
-def check_token_range(model: Any, tokens: np.ndarray) -> None:
-    """ValueError if a token id is outside the model's vocabulary (another tokenizer's ids)."""
-    vocab = getattr(model.config, "vocab_size", None)
-    if tokens.size and (tokens.min() < 0 or (vocab is not None and tokens.max() >= vocab)):
-        raise ValueError(
-            f"token_ids span [{tokens.min()}, {tokens.max()}] but model {model_name(model)} has "
-            f"a vocabulary of {vocab}; tokenize the text with the model's own tokenizer"
-        )
-
-
-def check_finite(tensor: torch.Tensor, what: str) -> None:
-    """ValueError if `tensor` holds NaN or inf (broken weights or an fp16 overflow)."""
-    if not torch.isfinite(tensor).all():
-        raise ValueError(
-            f"{what} contain NaN or inf; the model weights or its precision are broken "
-            "(try dtype='float32' or reload the model)"
-        )
-
-
-def run_device(model: Any, device: str | torch.device | None) -> torch.device:
-    """`device` if given (the model is moved there), else the device the model is on."""
-    if device is None:
-        return next(model.parameters()).device
-    device = resolve_device(device)
-    model.to(device)
-    return device
+from .artifacts import (atomic_save_npy, check_stage_name, clear_stage, stage_dir,
+                        stage_is_current, stage_lock, write_manifest)
+from .devices import autocast, autocast_dtype
+from .models import (check_context_fits, check_finite, check_token_range, model_id, run_device,
+                     weights_fingerprint)
+from .profiles import Profile
+from .windows import as_token_array, tokens_hash, window_batches
 
 
 FLOAT32_CHUNK = 2**26  # logits upcast to float32 at a time (256 MB), whatever the batch size
@@ -98,7 +57,7 @@ def token_logprobs(model: Any, token_ids: Any, context_length: int, stride: int,
         try:
             target = target_logprobs(logits, ids[:, 1:]).cpu()  # [b, L-1]
         except ValueError as err:
-            raise ValueError(f"model {model_name(model)}: {err}") from None
+            raise ValueError(f"model {model_id(model)}: {err}") from None
         out[positions[scored].numpy()] = target[scored].numpy()
     return out
 
@@ -135,99 +94,54 @@ def mix_logprobs(base_logprobs: Any, mem_logprobs: Any, alpha: float) -> Any:
     return np.logaddexp(mem + log_a, base + log_1ma)
 
 
+LOGPROB_SLACK = 1e-5  # rounding can put a log-prob of (almost) 1 a hair above 0
+
+
 def perplexity(token_logprobs: Any) -> float:
-    """exp(-mean log-prob): the perplexity of the scored tokens."""
+    """exp(-mean log-prob): the perplexity of the scored tokens (-inf entries give inf)."""
     if isinstance(token_logprobs, torch.Tensor):
         token_logprobs = token_logprobs.detach().cpu()
     values = np.asarray(token_logprobs, dtype=np.float64)
     if values.size == 0:
         raise ValueError("token_logprobs is empty; perplexity needs at least one scored token")
+    if np.isnan(values).any():
+        raise ValueError("token_logprobs contain NaN; the model or its precision is broken")
+    if values.max() > LOGPROB_SLACK:
+        raise ValueError(f"token_logprobs must be log-probabilities (<= 0); got values up to "
+                         f"{values.max():.4g} (pass log p, not p or -log p)")
     return float(np.exp(-values.mean()))
 
 
-def sweep(base_lp: Any, other_lp: Any, grid: Sequence[float]) -> dict[str, Any]:
-    """Perplexity of the mixture for every weight in `grid` (weight of `other_lp`), and the best."""
-    grid = [float(w) for w in grid]
+def sweep(base_logprobs: Any, mem_logprobs: Any, grid: Sequence[float]) -> dict[str, Any]:
+    """Perplexity of the mixture for every alpha in `grid` (the weight of `mem_logprobs`: the
+    Memory Decoder's or kNN's), and the best."""
+    grid = [float(a) for a in grid]
     if not grid:
-        raise ValueError("grid is empty; give at least one mixing weight in [0, 1]")
-    ppls = [perplexity(mix_logprobs(base_lp, other_lp, w)) for w in grid]
+        raise ValueError("grid is empty; give at least one mixing weight alpha in [0, 1]")
+    ppls = [perplexity(mix_logprobs(base_logprobs, mem_logprobs, a)) for a in grid]
     best = int(np.argmin(ppls))
     return {"grid": grid, "ppl": ppls, "best": grid[best], "best_ppl": ppls[best]}
 
 
-def tokens_hash(token_ids: Any) -> str:
-    """A short hash of a token sequence: the identity of an input corpus in manifests."""
-    return array_hash(as_token_array(token_ids).astype(np.int64, copy=False))
-
-
-def cached_token_logprobs(profile: Any, name: str, model: Any, token_ids: Any, split: str,
+def cached_token_logprobs(profile: Profile, name: str, model: Any, token_ids: Any, split: str,
                           model_id: str, progress: bool = True) -> np.ndarray:
     """token_logprobs cached in `eval/<name>-<split>/`; recomputed when anything it hashes changed.
 
-    The manifest hashes the model id, the split, the window knobs and the tokens, so sweeps over
-    mixing weights reuse it and a new corpus or model id recomputes it. The model's weights are
-    not hashed: give a retrained model a new `model_id`."""
+    The manifest hashes the model id and its weights, the split, the window knobs and the
+    tokens, so sweeps over mixing weights reuse it, and a new corpus or a changed model
+    recomputes it."""
     check_stage_name(name, "name")
     check_stage_name(split, "split")
-    config = {"model_id": model_id, "split": split, "tokens": tokens_hash(token_ids),
+    config = {"model_id": model_id, "weights": weights_fingerprint(model), "split": split,
+              "tokens": tokens_hash(token_ids),
               **profile.subset("context_length", "stride", "dtype")}
-    directory = stage_dir(profile, f"eval/{name}-{split}")
-    if stage_is_current(directory, config):
-        return np.load(directory / "logprobs.npy")
-    values = token_logprobs(model, token_ids, profile.context_length, profile.stride,
-                            profile.batch_size, progress=progress, dtype=profile.dtype)
-    clear_stage(directory)
-    atomic_save_npy(directory / "logprobs.npy", values)
-    write_manifest(directory, config, n=len(values), perplexity=perplexity(values))
-    return values
-
-
-def _check_split_dicts(val: dict[str, Any], test: dict[str, Any]) -> None:
-    if "base" not in val or "base" not in test:
-        raise ValueError("val and test must both hold 'base' log-probs")
-    if set(val) != set(test):
-        raise ValueError(f"val has {sorted(val)} but test has {sorted(test)}; give the same methods")
-    if "knn" in val and set(val["knn"]) != set(test["knn"]):
-        raise ValueError(f"kNN temperatures differ: val {sorted(val['knn'])}, "
-                         f"test {sorted(test['knn'])}")
-
-
-def _row(method: str, weight: float | None, temperature: float | None, val_ppl: float,
-         test_ppl: float) -> dict[str, Any]:
-    return {"method": method, "weight": weight, "temperature": temperature,
-            "val_ppl": val_ppl, "test_ppl": test_ppl}
-
-
-def results_table(val: dict[str, Any], test: dict[str, Any], alpha_grid: Sequence[float],
-                  lambda_grid: Sequence[float]) -> list[dict[str, Any]]:
-    """Rows (method, weight, temperature, val ppl, test ppl); every choice made on validation.
-
-    `val`/`test` hold "base" and optionally "memdec" arrays and "knn": {temperature: array};
-    kNN-LM picks (lambda, temperature) jointly, base + MemDec picks alpha."""
-    _check_split_dicts(val, test)
-    rows = [_row("base", None, None, perplexity(val["base"]), perplexity(test["base"]))]
-    if val.get("knn"):
-        choices = [(sweep(val["base"], lp, lambda_grid), t) for t, lp in val["knn"].items()]
-        best, temp = min(choices, key=lambda c: c[0]["best_ppl"])
-        test_mix = mix_logprobs(test["base"], test["knn"][temp], best["best"])
-        rows.append(_row("base + kNN-LM", best["best"], temp, best["best_ppl"],
-                         perplexity(test_mix)))
-    if "memdec" in val:
-        rows.append(_row("MemDec alone", None, None, perplexity(val["memdec"]),
-                         perplexity(test["memdec"])))
-        best = sweep(val["base"], val["memdec"], alpha_grid)
-        test_mix = mix_logprobs(test["base"], test["memdec"], best["best"])
-        rows.append(_row("base + MemDec", best["best"], None, best["best_ppl"],
-                         perplexity(test_mix)))
-    return rows
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of `results_table` rows."""
-    lines = ["| method | weight (α or λ) | kNN τ | val ppl | test ppl |", "|---|---|---|---|---|"]
-    for r in rows:
-        weight = "" if r["weight"] is None else f"{r['weight']:.2f}"
-        temp = "" if r["temperature"] is None else f"{r['temperature']:g}"
-        lines.append(f"| {r['method']} | {weight} | {temp} | {r['val_ppl']:.2f} | "
-                     f"{r['test_ppl']:.2f} |")
-    return "\n".join(lines)
+    directory = stage_dir(profile, "eval", f"{name}-{split}")
+    with stage_lock(directory):
+        if stage_is_current(directory, config):
+            return np.load(directory / "logprobs.npy")
+        values = token_logprobs(model, token_ids, profile.context_length, profile.stride,
+                                profile.batch_size, progress=progress, dtype=profile.dtype)
+        clear_stage(directory)
+        atomic_save_npy(directory / "logprobs.npy", values)
+        write_manifest(directory, config, n=len(values), perplexity=perplexity(values))
+        return values

@@ -1,13 +1,16 @@
-"""Decoding from base + Memory Decoder: p = α·p_Mem + (1−α)·p_base at every step.
+"""Decoding from a base model mixed with a second next-token distribution:
+p = α·p_mem + (1−α)·p_base at every step.
 
-Both models keep their own KV cache, so each step feeds only the new token to each model:
-the Memory Decoder adds one small forward pass per token and no retrieval.
+The second distribution is a Memory Decoder (a causal LM with its own KV cache: one small forward
+pass per token, no retrieval) or any `NextTokenSource`, such as kNN-LM's search per token
+(`knnlm.knn_lm_generate`); both go through the same loop and the same checks.
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Any, Iterator
+from functools import partial
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
@@ -15,6 +18,17 @@ from .devices import resolve_device
 from .evaluate import mix_logprobs
 from .memdec import check_same_vocabulary
 from .models import position_limit
+
+
+class NextTokenSource(Protocol):
+    """A second next-token distribution for decoding, stepped in lockstep with the base model
+    (whose forward pass for the same tokens runs first)."""
+
+    def start(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probs [B, V] after the prompt [B, T]."""
+
+    def step(self, next_ids: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probs [B, V] after one more token per row [B]."""
 
 
 class CachedLM:
@@ -41,11 +55,11 @@ class CachedLM:
         return self._run(next_ids[:, None], **{self.cache_arg: self.past})
 
 
-def filter_logits(logprobs: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
+def filter_logits(logprobs: torch.Tensor, sampling_temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 1.0) -> torch.Tensor:
-    """Sampling logits [B, V]: divide by temperature, keep the top_k tokens (0: all) and the
-    smallest set whose probability reaches top_p; the rest get -inf."""
-    logits = logprobs / temperature  # [B, V]
+    """Sampling logits [B, V]: divide by the sampling temperature, keep the top_k tokens (0: all)
+    and the smallest set whose probability reaches top_p; the rest get -inf."""
+    logits = logprobs / sampling_temperature  # [B, V]
     if 0 < top_k < logits.shape[-1]:
         top = logits.topk(top_k, dim=-1).indices  # [B, k]
         keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)
@@ -60,12 +74,14 @@ def filter_logits(logprobs: torch.Tensor, temperature: float = 1.0, top_k: int =
 
 
 def _check_args(base_model: Any, memdec: Any, input_ids: torch.Tensor, max_new_tokens: int,
-                alpha: float | None, temperature: float, top_k: int, top_p: float) -> None:
+                alpha: float | None, sampling_temperature: float, top_k: int,
+                top_p: float) -> None:
     """Every argument of generate (ValueError naming it and what is allowed)."""
     if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha={alpha} must be in [0, 1] (the Memory Decoder's weight) or None")
-    if not temperature > 0:
-        raise ValueError(f"temperature={temperature} must be > 0")
+        raise ValueError(f"alpha={alpha} must be in [0, 1] (the weight of the second "
+                         "distribution: the Memory Decoder or kNN) or None")
+    if not sampling_temperature > 0:
+        raise ValueError(f"sampling_temperature={sampling_temperature} must be > 0")
     if int(top_k) != top_k or top_k < 0:
         raise ValueError(f"top_k={top_k} must be an integer >= 0 (0 keeps every token)")
     if not 0.0 < top_p <= 1.0:
@@ -78,10 +94,15 @@ def _check_args(base_model: Any, memdec: Any, input_ids: torch.Tensor, max_new_t
     vocab = base_model.config.vocab_size
     if input_ids.min() < 0 or input_ids.max() >= vocab:
         raise ValueError(f"input_ids must be in [0, {vocab}) (the base model's vocabulary)")
-    if memdec is not None:
+    models = [("base_model", base_model)]
+    if isinstance(memdec, torch.nn.Module):
         check_same_vocabulary(memdec, base_model)
+        models.append(("memdec", memdec))
+    elif memdec is not None and not (hasattr(memdec, "start") and hasattr(memdec, "step")):
+        raise ValueError(f"memdec must be a causal LM (a Memory Decoder), a NextTokenSource "
+                         f"(start/step, e.g. kNN) or None; got {type(memdec).__name__}")
     fed = input_ids.shape[1] + max(int(max_new_tokens) - 1, 0)  # the last token is never fed
-    for name, model in (("base_model", base_model), ("memdec", memdec)):
+    for name, model in models:
         limit = position_limit(model)
         if limit is not None and fed > limit:
             raise ValueError(f"prompt ({input_ids.shape[1]}) + max_new_tokens ({max_new_tokens}) "
@@ -102,54 +123,69 @@ def _eval_mode(*models: Any) -> Iterator[None]:
             m.train(was_training)
 
 
-def _next_tokens(mixed: torch.Tensor, do_sample: bool, temperature: float, top_k: int,
+def _next_tokens(mixed: torch.Tensor, do_sample: bool, sampling_temperature: float, top_k: int,
                  top_p: float, generator: torch.Generator | None) -> torch.Tensor:
     """Greedy argmax or a sample from the filtered mixed distribution; [B]."""
     if not do_sample:
         return mixed.argmax(dim=-1)
-    probs = torch.softmax(filter_logits(mixed, temperature, top_k, top_p), dim=-1)  # [B, V]
+    logits = filter_logits(mixed, sampling_temperature, top_k, top_p)  # [B, V]
+    probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 @torch.inference_mode()
 def generate(base_model: Any, memdec: Any, input_ids: Any, max_new_tokens: int,
-             alpha: float | None = 0.5, *, do_sample: bool = False, temperature: float = 1.0,
-             top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-             device: str | torch.device | None = None, return_logprobs: bool = False) -> Any:
+             alpha: float | None = 0.5, *, do_sample: bool = False,
+             sampling_temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             seed: int | None = None, device: str | torch.device | None = None,
+             return_logprobs: bool = False) -> Any:
     """Prompt + exactly `max_new_tokens` tokens, LongTensor [B, T + n], decoded from
-    log(α·p_Mem + (1−α)·p_base) with a KV cache per model (no early stop at EOS).
+    log(α·p_mem + (1−α)·p_base) with a KV cache per model (no early stop at EOS).
 
-    memdec=None or alpha=None: the base model alone. Both models are moved to `device`
-    (default: the base model's). With return_logprobs, also the mixed next-token log-probs
-    of every step, [B, n, V]."""
+    `memdec` is the second distribution: a Memory Decoder (a causal LM sharing the base
+    tokenizer) or a `NextTokenSource` (kNN-LM); None, or alpha=None, decodes the base model
+    alone. Models are moved to `device` (default: the base model's). With return_logprobs, also
+    the mixed next-token log-probs of every step, [B, n, V]."""
     input_ids = torch.as_tensor(input_ids)
     input_ids = input_ids[None] if input_ids.ndim == 1 else input_ids
-    _check_args(base_model, memdec, input_ids, max_new_tokens, alpha, temperature, top_k, top_p)
-    use_mem = memdec is not None and alpha is not None and float(alpha) > 0
+    _check_args(base_model, memdec, input_ids, max_new_tokens, alpha, sampling_temperature,
+                top_k, top_p)
+    weight = float(alpha) if memdec is not None and alpha is not None else 0.0
     device = resolve_device(device) if device is not None else next(base_model.parameters()).device
-    base_model.to(device)
-    if use_mem:
-        memdec.to(device)
+    models = [base_model] + ([memdec] if weight > 0 and isinstance(memdec, torch.nn.Module) else [])
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    ids = input_ids.long().to(device)  # [B, T]
+    pick = partial(_next_tokens, do_sample=do_sample, sampling_temperature=sampling_temperature,
+                   top_k=top_k, top_p=top_p, generator=generator)
+    with _eval_mode(*(m.to(device) for m in models)):
+        return _decode(CachedLM(base_model), _second(memdec) if weight > 0 else None, weight,
+                       input_ids.long().to(device), int(max_new_tokens), pick, return_logprobs)
+
+
+def _second(memdec: Any) -> NextTokenSource:
+    """The second distribution as a NextTokenSource (a Memory Decoder gets its KV cache)."""
+    return CachedLM(memdec) if isinstance(memdec, torch.nn.Module) else memdec
+
+
+def _decode(base: CachedLM, mem: NextTokenSource | None, alpha: float, ids: torch.Tensor,
+            max_new_tokens: int, pick: Callable[[torch.Tensor], torch.Tensor],
+            return_logprobs: bool) -> Any:
+    """The decoding loop: one base step, one step of the second distribution, mix, pick."""
+    base_lp = base.start(ids)  # [B, V]; first: a source may read the base model's state
+    mem_lp = mem.start(ids).to(ids.device) if mem is not None else None  # [B, V]
     steps = []
-    with _eval_mode(base_model, memdec if use_mem else None):
-        base, mem = CachedLM(base_model), CachedLM(memdec) if use_mem else None
-        base_lp = base.start(ids)  # [B, V]
-        mem_lp = mem.start(ids) if use_mem else None
-        for i in range(int(max_new_tokens)):
-            mixed = mix_logprobs(base_lp, mem_lp, float(alpha)) if use_mem else base_lp  # [B, V]
-            if return_logprobs:
-                steps.append(mixed)
-            next_ids = _next_tokens(mixed, do_sample, temperature, top_k, top_p, generator)  # [B]
-            ids = torch.cat([ids, next_ids[:, None]], dim=1)
-            if i + 1 < max_new_tokens:  # the last token needs no forward pass
-                base_lp = base.step(next_ids)
-                mem_lp = mem.step(next_ids) if use_mem else None
-    if return_logprobs:
-        empty = torch.empty(ids.shape[0], 0, base_lp.shape[-1], device=device)
-        return ids, torch.stack(steps, dim=1) if steps else empty
-    return ids
+    for i in range(max_new_tokens):
+        mixed = mix_logprobs(base_lp, mem_lp, alpha) if mem is not None else base_lp  # [B, V]
+        if return_logprobs:
+            steps.append(mixed)
+        next_ids = pick(mixed)  # [B]
+        ids = torch.cat([ids, next_ids[:, None]], dim=1)
+        if i + 1 < max_new_tokens:  # the last token needs no forward pass
+            base_lp = base.step(next_ids)
+            mem_lp = mem.step(next_ids).to(ids.device) if mem is not None else None
+    if not return_logprobs:
+        return ids
+    empty = torch.empty(ids.shape[0], 0, base_lp.shape[-1], device=ids.device)
+    return ids, torch.stack(steps, dim=1) if steps else empty
 
 
 def decode_continuations(tokenizer: Any, ids: torch.Tensor, prompt_length: int) -> list[str]:

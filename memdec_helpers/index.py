@@ -8,7 +8,7 @@ plain squared Euclidean distance.
 from __future__ import annotations
 
 import warnings
-import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +17,41 @@ import torch  # noqa: F401  before faiss: loaded after faiss's OpenMP, torch and
 import faiss  # interleaved (kNN-LM decoding) ran 2x slower on 2 cores (benchmarks/speed.py)
 from tqdm import tqdm
 
-from .artifacts import (atomic_path, check_stage_name, clear_stage, read_manifest, stage_dir,
-                        stage_is_current, write_manifest)
+from .artifacts import (atomic_path, clear_stage, read_manifest, stage_dir, stage_is_current,
+                        stage_lock, write_manifest)
+from .profiles import INDEX_TYPES, Profile
 
-INDEX_TYPES = ("flat", "ivf_flat", "ivfpq")
 INDEX_FILE = "index.faiss"
 ADD_CHUNK = 65_536  # keys converted to float32 and added per step (bounded memory)
 MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
 PQ_CENTROIDS = 256  # 8-bit sub-quantizers: 256 codewords each, need >= 256 training keys
 
-# Which stage manifest made an index object (faiss objects take no new attributes): lets the
-# targets stage record the identity of the index it searched.
-_MANIFEST_HASH: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+@dataclass
+class Index:
+    """A saved index: the faiss object and the manifest of the stage that made it (what the
+    targets stage records as the identity of the index it searched)."""
+
+    faiss: Any  # a faiss index
+    manifest: dict | None  # None when the folder has no manifest (a bare index file)
+    path: Path
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.faiss.ntotal)
+
+    @property
+    def d(self) -> int:
+        return int(self.faiss.d)
+
+
+def as_faiss(index: Any) -> Any:
+    """The faiss object of an `Index`, or `index` itself (a faiss index made by make_index)."""
+    return index.faiss if isinstance(index, Index) else index
 
 
 # ----------------------------------------------------------------------------- build and load
-def index_config(profile: Any, datastore: Any) -> dict[str, Any]:
+def index_config(profile: Profile, datastore: Any) -> dict[str, Any]:
     """Everything the index file depends on: the datastore's identity and the relevant knobs."""
     n, d = datastore.keys.shape
     config = {"datastore": datastore.manifest["config_hash"], "n": int(n), "dim": int(d),
@@ -63,33 +82,24 @@ def effective_nlist(nlist: int, n_train: int) -> int:
     return max(1, min(nlist, n_train // MIN_POINTS_PER_LIST))
 
 
-def _check_index_knobs(profile: Any, n: int, d: int) -> None:
+def _check_index_knobs(profile: Profile, n: int, d: int) -> None:
     """ValueError for index knobs that cannot work with this datastore, before any work."""
-    kind = profile.index_type
-    if kind not in INDEX_TYPES:
-        raise ValueError(f"index_type={kind!r}: use one of {INDEX_TYPES}")
-    if kind == "flat":
+    if profile.index_type != "ivfpq":
         return
-    if profile.ivf_nlist < 1 or profile.index_train_size < 1 or profile.nprobe < 1:
+    m = profile.pq_code_bytes
+    if d % m != 0:
         raise ValueError(
-            f"ivf_nlist={profile.ivf_nlist}, index_train_size={profile.index_train_size} and "
-            f"nprobe={profile.nprobe} must all be >= 1"
+            f"pq_code_bytes={m} must divide the key size d={d} (one 8-bit sub-quantizer per "
+            f"byte, each over d/pq_code_bytes dimensions); use a divisor of {d} such as "
+            f"{_divisors_near(d, m)}"
         )
-    if kind == "ivfpq":
-        m = profile.pq_code_bytes
-        if m < 1 or d % m != 0:
-            raise ValueError(
-                f"pq_code_bytes={m} must divide the key size d={d} (one 8-bit sub-quantizer per "
-                f"byte, each over d/pq_code_bytes dimensions); use a divisor of {d} such as "
-                f"{_divisors_near(d, m)}"
-            )
-        n_train = min(profile.index_train_size, n)
-        if n_train < PQ_CENTROIDS:
-            raise ValueError(
-                f"ivfpq needs >= {PQ_CENTROIDS} training keys for its 8-bit codebooks but has "
-                f"{n_train} (N={n}, index_train_size={profile.index_train_size}); use "
-                "index_type='flat' or 'ivf_flat' for a datastore this small"
-            )
+    n_train = min(profile.index_train_size, n)
+    if n_train < PQ_CENTROIDS:
+        raise ValueError(
+            f"ivfpq needs >= {PQ_CENTROIDS} training keys for its 8-bit codebooks but has "
+            f"{n_train} (N={n}, index_train_size={profile.index_train_size}); use "
+            "index_type='flat' or 'ivf_flat' for a datastore this small"
+        )
 
 
 def _divisors_near(d: int, m: int) -> list[int]:
@@ -107,7 +117,7 @@ def training_sample(keys: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(keys[rows], dtype=np.float32)
 
 
-def factory_string(profile: Any, d: int, n_train: int) -> str:
+def factory_string(profile: Profile, d: int, n_train: int) -> str:
     """The faiss index_factory description of the profile's index (L2 metric)."""
     if profile.index_type == "flat":
         return "Flat"
@@ -123,7 +133,7 @@ def factory_string(profile: Any, d: int, n_train: int) -> str:
 
 def set_nprobe(index: Any, nprobe: int) -> None:
     """Search the `nprobe` nearest lists of an IVF index (clamped to nlist); no-op when flat."""
-    ivf = faiss.try_extract_index_ivf(index)
+    ivf = faiss.try_extract_index_ivf(as_faiss(index))
     if ivf is not None:
         ivf.nprobe = int(min(nprobe, ivf.nlist))
 
@@ -135,7 +145,7 @@ def add_keys(index: Any, keys: np.ndarray, progress: bool) -> None:
         index.add(np.ascontiguousarray(keys[start:start + ADD_CHUNK], dtype=np.float32))
 
 
-def make_index(profile: Any, keys: np.ndarray, progress: bool = False) -> Any:
+def make_index(profile: Profile, keys: np.ndarray, progress: bool = False) -> Any:
     """A trained, filled faiss index over `keys` [N, d] as the profile describes (in memory)."""
     n, d = keys.shape
     _check_index_knobs(profile, n, d)
@@ -150,31 +160,38 @@ def make_index(profile: Any, keys: np.ndarray, progress: bool = False) -> Any:
     return index
 
 
-def build_index(profile: Any, datastore: Any, progress: bool = True, stage: str = "index") -> Any:
+def build_index(profile: Profile, datastore: Any, progress: bool = True,
+                stage: str = "index") -> Index:
     """Build (or reuse, when its manifest matches) the faiss index of the datastore's keys,
     saved atomically as `<artifacts>/<profile>/<stage>/index.faiss` with its manifest."""
     n, d = check_datastore(datastore)
     _check_index_knobs(profile, n, d)
-    check_stage_name(stage)
     config = index_config(profile, datastore)
     directory = stage_dir(profile, stage)
-    if stage_is_current(directory, config):
-        index = load_index(directory / INDEX_FILE)
-    else:
-        clear_stage(directory)
-        index = make_index(profile, datastore.keys, progress)
-        with atomic_path(directory / INDEX_FILE) as tmp:
-            faiss.write_index(index, str(tmp))
-        ivf = faiss.try_extract_index_ivf(index)
-        write_manifest(directory, config, ntotal=int(index.ntotal), dim=d,
-                       faiss_type=type(index).__name__, nlist=ivf.nlist if ivf else None,
-                       faiss_version=faiss.__version__)
-        _MANIFEST_HASH[index] = read_manifest(directory)["config_hash"]
+    with stage_lock(directory):
+        if stage_is_current(directory, config):
+            index = load_index(directory)
+        else:
+            index = _make_and_save(profile, datastore.keys, directory, config, progress)
     set_nprobe(index, profile.nprobe)
     return index
 
 
-def load_index(path: str | Path) -> Any:
+def _make_and_save(profile: Profile, keys: np.ndarray, directory: Path, config: dict,
+                   progress: bool) -> Index:
+    """A fresh index of `keys`, its file written atomically, then its manifest."""
+    clear_stage(directory)
+    index = make_index(profile, keys, progress)
+    with atomic_path(directory / INDEX_FILE) as tmp:
+        faiss.write_index(index, str(tmp))
+    ivf = faiss.try_extract_index_ivf(index)
+    manifest = write_manifest(directory, config, ntotal=int(index.ntotal), dim=keys.shape[1],
+                              faiss_type=type(index).__name__, nlist=ivf.nlist if ivf else None,
+                              faiss_version=faiss.__version__)
+    return Index(index, manifest, directory / INDEX_FILE)
+
+
+def load_index(path: str | Path) -> Index:
     """Read a faiss index (file, or a stage folder holding index.faiss); corrupt -> ValueError."""
     path = Path(path)
     if path.is_dir():
@@ -188,18 +205,17 @@ def load_index(path: str | Path) -> Any:
             f"the index file {path} is corrupted or truncated ({str(err).splitlines()[-1][:200]});"
             f" delete the folder {path.parent} and rebuild it with build_index"
         ) from None
-    manifest = read_manifest(path.parent)
-    if manifest is not None:
-        _MANIFEST_HASH[index] = manifest["config_hash"]
-    return index
+    return Index(index, read_manifest(path.parent), path)
 
 
 def index_identity(index: Any) -> dict[str, Any]:
-    """What a search result depends on: the index's stage manifest hash (when it came from
+    """What a search result depends on: the index's stage manifest hash (for an `Index` from
     build_index/load_index), its type, size and nprobe."""
+    manifest = index.manifest if isinstance(index, Index) else None
+    index = as_faiss(index)
     ivf = faiss.try_extract_index_ivf(index)
-    return {"index": _MANIFEST_HASH.get(index), "faiss_type": type(index).__name__,
-            "d": int(index.d), "ntotal": int(index.ntotal),
+    return {"index": manifest["config_hash"] if manifest else None,
+            "faiss_type": type(index).__name__, "d": int(index.d), "ntotal": int(index.ntotal),
             "nprobe": int(ivf.nprobe) if ivf is not None else None}
 
 
@@ -237,7 +253,7 @@ def check_search_args(index: Any, queries: np.ndarray, k: int, batch_size: int) 
 def search(index: Any, queries: Any, k: int, batch_size: int = 4096,
            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """k nearest keys of each query, batched: (squared-L2 float32 [Q, k], ids int64 [Q, k])."""
-    queries = _as_numpy(queries)
+    queries, index = _as_numpy(queries), as_faiss(index)
     check_search_args(index, queries, k, batch_size)
     q = len(queries)
     distances = np.empty((q, k), dtype=np.float32)  # [Q, k]
@@ -275,16 +291,5 @@ def recall_at_k(approx_indices: np.ndarray, exact_indices: np.ndarray) -> float:
     return float(hits.mean())
 
 
-def distance_bytes(n: int, d: int) -> int:
-    """Bytes a flat float32 index needs for N keys of size d (to explain why IVF-PQ at scale)."""
-    return int(n) * int(d) * 4
-
-
-def pq_bytes(n: int, code_bytes: int) -> int:
-    """Bytes of IVF-PQ codes plus 8-byte ids for N keys."""
-    return int(n) * (int(code_bytes) + 8)
-
-
-__all__ = ["INDEX_TYPES", "build_index", "load_index", "search", "make_index", "index_config",
-           "index_identity", "recall_at_k", "set_nprobe", "effective_nlist", "distance_bytes",
-           "pq_bytes"]
+__all__ = ["INDEX_TYPES", "Index", "build_index", "load_index", "search", "make_index",
+           "index_config", "index_identity", "recall_at_k", "set_nprobe", "effective_nlist"]

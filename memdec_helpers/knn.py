@@ -8,13 +8,10 @@ No Python loop over rows or neighbours (benchmarks/speed.py compares it with one
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
-from .index import search
 
 
 def _check_inputs(distances: torch.Tensor, neighbor_tokens: torch.Tensor,
@@ -36,9 +33,12 @@ def _check_inputs(distances: torch.Tensor, neighbor_tokens: torch.Tensor,
     if neighbor_tokens.min() < 0:
         raise ValueError("neighbor_tokens contain negative ids (a failed search returns -1); "
                          "token ids must be >= 0")
-    nearest = distances.amin(dim=1)  # [B]; NaN anywhere in a row makes its minimum NaN
+    nearest = distances.amin(dim=1)  # [B]; NaN (or -inf) anywhere in a row is its minimum
     if nearest.isnan().any():
         raise ValueError("distances contain NaN; the keys or queries are broken (rebuild them)")
+    if (nearest == -torch.inf).any():
+        raise ValueError("distances contain -inf; squared L2 distances must be >= 0 (inf is "
+                         "allowed: weight 0)")
     if (nearest == torch.inf).any():
         raise ValueError("a row of distances is all inf: every row needs one finite distance")
 
@@ -136,29 +136,6 @@ def knn_token_logprobs(distances: Any, neighbor_tokens: Any, targets: Any,
     hit = neighbor_tokens.long() == targets[:, None]
     hit_logits = logits.masked_fill(~hit, -torch.inf)
     return (torch.logsumexp(hit_logits, 1) - torch.logsumexp(logits, 1)).float().numpy()
-
-
-def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarray,
-                    next_tokens: np.ndarray, temperatures: Sequence[float], k: int,
-                    progress: bool = False, batch_size: int = 4096) -> dict[float, np.ndarray]:
-    """temperature -> per-token log p_kNN(next token) [Q]; one search per query batch serves
-    every temperature, and only a batch's [b, k] neighbours are ever held in memory."""
-    temperatures = [float(t) for t in temperatures]
-    if not temperatures or not min(temperatures) > 0:
-        raise ValueError(f"temperatures={temperatures}: give at least one, all > 0")
-    next_tokens = np.asarray(next_tokens)
-    if len(query_keys) == 0 or len(query_keys) != len(next_tokens):
-        raise ValueError(f"query_keys ({len(query_keys)}) and next_tokens ({len(next_tokens)}) "
-                         "must be non-empty and have one entry per query")
-    vals = np.asarray(datastore_vals)
-    out = {t: np.empty(len(next_tokens), dtype=np.float32) for t in temperatures}
-    for lo in tqdm(range(0, len(next_tokens), batch_size), desc="kNN-LM", disable=not progress):
-        hi = min(lo + batch_size, len(next_tokens))
-        distances, indices = search(index, query_keys[lo:hi], k)  # [b, k]
-        tokens = vals[indices]  # [b, k]
-        for t in temperatures:
-            out[t][lo:hi] = knn_token_logprobs(distances, tokens, next_tokens[lo:hi], t)
-    return out
 
 
 def top_m(token_ids: torch.Tensor, probs: torch.Tensor,

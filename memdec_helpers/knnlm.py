@@ -1,20 +1,46 @@
-"""kNN-LM decoding: the baseline Memory Decoder replaces. Every generated token needs the base
-model's key for the new position, a nearest-neighbour search and a kNN distribution:
+"""kNN-LM, the baseline Memory Decoder replaces: scoring held-out text and decoding. Every token
+needs the base model's key for its position, a nearest-neighbour search and a kNN distribution:
 
-    p(y | x) = λ · p_kNN(y | x) + (1 − λ) · p_LM(y | x)
+    p(y | x) = α · p_kNN(y | x) + (1 − α) · p_LM(y | x)
+
+(α is the paper's λ for kNN-LM.) The distribution math itself lives in `knn`; the search in
+`index`; decoding reuses `generate`'s loop, checks and KV cache.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .datastore import capture_keys
-from .evaluate import mix_logprobs
-from .generate import CachedLM
+from .generate import generate
 from .index import search
-from .knn import knn_distribution
+from .knn import knn_distribution, knn_token_logprobs
+
+
+def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarray,
+                    next_tokens: np.ndarray, temperatures: Sequence[float], k: int,
+                    progress: bool = False, batch_size: int = 4096) -> dict[float, np.ndarray]:
+    """temperature -> per-token log p_kNN(next token) [Q]; one search per query batch serves
+    every temperature, and only a batch's [b, k] neighbours are ever held in memory."""
+    temperatures = [float(t) for t in temperatures]
+    if not temperatures or not min(temperatures) > 0:
+        raise ValueError(f"temperatures={temperatures}: give at least one, all > 0")
+    next_tokens = np.asarray(next_tokens)
+    if len(query_keys) == 0 or len(query_keys) != len(next_tokens):
+        raise ValueError(f"query_keys ({len(query_keys)}) and next_tokens ({len(next_tokens)}) "
+                         "must be non-empty and have one entry per query")
+    vals = np.asarray(datastore_vals)
+    out = {t: np.empty(len(next_tokens), dtype=np.float32) for t in temperatures}
+    for lo in tqdm(range(0, len(next_tokens), batch_size), desc="kNN-LM", disable=not progress):
+        hi = min(lo + batch_size, len(next_tokens))
+        distances, indices = search(index, query_keys[lo:hi], k)  # [b, k]
+        tokens = vals[indices]  # [b, k]
+        for t in temperatures:
+            out[t][lo:hi] = knn_token_logprobs(distances, tokens, next_tokens[lo:hi], t)
+    return out
 
 
 def knn_next_logprobs(keys: torch.Tensor, index: Any, vals: np.ndarray, k: int,
@@ -27,22 +53,31 @@ def knn_next_logprobs(keys: torch.Tensor, index: Any, vals: np.ndarray, k: int,
     return dense.log().float()  # [B, V]
 
 
-@torch.inference_mode()
-def knn_lm_generate(base_model: Any, index: Any, vals: np.ndarray, input_ids: torch.Tensor,
-                    max_new_tokens: int, lam: float, temperature: float, k: int,
+class KnnNextTokens:
+    """p_kNN of the next token as a `generate.NextTokenSource`: the query is the key the base
+    model's forward pass just captured (so generate must run the base model first)."""
+
+    def __init__(self, keys: dict[str, torch.Tensor], index: Any, vals: np.ndarray, k: int,
+                 temperature: float, vocab_size: int):
+        self.keys, self.index, self.vals = keys, index, np.asarray(vals)
+        self.k, self.temperature, self.vocab_size = k, temperature, vocab_size
+
+    def start(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._next()
+
+    def step(self, next_ids: torch.Tensor) -> torch.Tensor:
+        return self._next()
+
+    def _next(self) -> torch.Tensor:
+        return knn_next_logprobs(self.keys["keys"][:, -1], self.index, self.vals, self.k,
+                                 self.temperature, self.vocab_size)  # [B, V]
+
+
+def knn_lm_generate(base_model: Any, index: Any, vals: np.ndarray, input_ids: Any,
+                    max_new_tokens: int, alpha: float, temperature: float, k: int,
                     key_layer: str = "mlp_input") -> torch.Tensor:
-    """Greedy kNN-LM decoding with the base model's KV cache and one search per token."""
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam={lam} must be in [0, 1] (the kNN distribution's weight)")
-    ids = torch.as_tensor(input_ids)
-    ids = (ids[None] if ids.ndim == 1 else ids).to(next(base_model.parameters()).device)
-    lm = CachedLM(base_model)
-    vocab = base_model.config.vocab_size
-    with capture_keys(base_model, key_layer) as box:
-        base_lp = lm.start(ids)
-        for _ in range(max_new_tokens):
-            knn_lp = knn_next_logprobs(box["keys"][:, -1], index, vals, k, temperature, vocab)
-            next_ids = mix_logprobs(base_lp, knn_lp.to(base_lp.device), lam).argmax(-1)
-            ids = torch.cat([ids, next_ids[:, None]], dim=1)
-            base_lp = lm.step(next_ids)
-    return ids
+    """Greedy kNN-LM decoding: `generate` with p_kNN (one search per token) as the second
+    distribution, weight `alpha` (the paper's λ), kNN temperature `temperature`."""
+    with capture_keys(base_model, key_layer) as keys:
+        knn = KnnNextTokens(keys, index, vals, k, temperature, base_model.config.vocab_size)
+        return generate(base_model, knn, input_ids, max_new_tokens, alpha)

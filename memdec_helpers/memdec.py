@@ -14,23 +14,26 @@ from typing import Any
 import torch
 
 from .models import backbone, position_limit, transformer_blocks
+from .profiles import Profile, parse_memdec_init
 
 IGNORE = -100  # label of a position that is not trained on
+NORM_TOLERANCE = 1e-2  # |sum of target_probs - 1| allowed per position (float16 targets)
 
 
 # --- the model -----------------------------------------------------------------------------
 
-def build_memory_decoder(profile: Any, base_model: Any = None, vocab_size: int | None = None) -> Any:
+def build_memory_decoder(profile: Profile, base_model: Any = None,
+                         vocab_size: int | None = None) -> Any:
     """A Memory Decoder sharing the base tokenizer: from scratch (profile size), a copy of base
     model `i` (`memdec_init="base:<i>"`, pass that model as base_model; `memdec_layers` keeps
     only its first blocks) or a saved folder."""
-    init = str(profile.memdec_init)
-    if init.startswith("base:"):
-        model = _copy_of_base(init, base_model, profile.memdec_layers)
-    elif init == "scratch":
+    kind, where = parse_memdec_init(profile.memdec_init)
+    if kind == "base":
+        model = _copy_of_base(profile.memdec_init, base_model, profile.memdec_layers)
+    elif kind == "scratch":
         model = _from_scratch(profile, base_model, vocab_size)
     else:
-        model = _from_folder(init)
+        model = _from_folder(where)
     _check_built(model, profile, base_model, vocab_size)
     return model.float().train()
 
@@ -38,15 +41,11 @@ def build_memory_decoder(profile: Any, base_model: Any = None, vocab_size: int |
 def _copy_of_base(init: str, base_model: Any, layers: int | None = None) -> Any:
     """A deep copy of the base model (its weights are the starting point, the base stays
     frozen), keeping its embeddings, its first `layers` blocks (None: all) and its final norm."""
-    index = init.split(":", 1)[1]
-    if not index.isdigit():
-        raise ValueError(f"memdec_init={init!r}: use 'base:<i>' with i an integer index into "
-                         "profile.base_models, 'scratch' or a save_pretrained folder")
     if base_model is None:
         raise ValueError(f"memdec_init={init!r} copies a base model: pass that model as base_model=")
     depth = len(transformer_blocks(base_model))
     if layers is not None and not 1 <= layers <= depth:
-        raise ValueError(f"memdec_layers={layers} but base model {index} has {depth} blocks; a "
+        raise ValueError(f"memdec_layers={layers} but {init} has {depth} blocks; a "
                          f"decoder copied from it keeps its first 1..{depth} blocks (None: all)")
     model = copy.deepcopy(base_model)
     if layers is not None and layers < depth:
@@ -77,7 +76,7 @@ def _from_folder(path: str) -> Any:
     return AutoModelForCausalLM.from_pretrained(path)
 
 
-def _from_scratch(profile: Any, base_model: Any, vocab_size: int | None) -> Any:
+def _from_scratch(profile: Profile, base_model: Any, vocab_size: int | None) -> Any:
     """A randomly initialised GPT-2 of the profile's size (seeded; the global RNG is untouched)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -99,7 +98,7 @@ def _from_scratch(profile: Any, base_model: Any, vocab_size: int | None) -> Any:
         return GPT2LMHeadModel(config)
 
 
-def _check_built(model: Any, profile: Any, base_model: Any, vocab_size: int | None) -> None:
+def _check_built(model: Any, profile: Profile, base_model: Any, vocab_size: int | None) -> None:
     """The Memory Decoder must fit the training context and the base vocabulary."""
     limit = position_limit(model)
     if limit is not None and limit < profile.context_length:
@@ -169,19 +168,31 @@ def _check_loss_inputs(logits: torch.Tensor, target_ids: torch.Tensor, target_pr
 
 def _check_ranges(vocab: int, target_ids: torch.Tensor, target_probs: torch.Tensor,
                   labels: torch.Tensor) -> None:
-    """Ids in [0, V) (padding ids with prob 0 and -100 labels excepted); one device sync."""
+    """Ids in [0, V) (padding ids with prob 0 and -100 labels excepted), target probabilities
+    finite, >= 0 and summing to 1 where a label is trained on; one device sync for all."""
     used = target_probs > 0
-    bad_ids = (used & ((target_ids < 0) | (target_ids >= vocab))).any()
-    bad_labels = ((labels != IGNORE) & ((labels < 0) | (labels >= vocab))).any()
-    no_labels = (labels == IGNORE).all()
-    bad_ids, bad_labels, no_labels = torch.stack([bad_ids, bad_labels, no_labels]).tolist()
-    if bad_ids:
-        raise ValueError(f"target_ids with probability > 0 must be in [0, {vocab}) (the logits' "
-                         "vocabulary); were the targets built with another tokenizer?")
-    if bad_labels:
-        raise ValueError(f"labels must be in [0, {vocab}) or {IGNORE} (ignored)")
-    if no_labels:
-        raise ValueError(f"every label is {IGNORE} (ignored): there is no position to train on")
+    keep = labels != IGNORE  # [B, T]
+    probs = target_probs.float()  # [B, T, m]
+    off_one = (probs.sum(-1) - 1).abs() * keep  # [B, T], 0 where the label is ignored
+    flags = torch.stack([
+        (used & ((target_ids < 0) | (target_ids >= vocab))).any(),  # foreign target ids
+        (keep & ((labels < 0) | (labels >= vocab))).any(),  # labels outside the vocabulary
+        ~keep.any(),  # nothing to train on
+        ~torch.isfinite(probs).all() | (probs < 0).any(),  # not probabilities
+        off_one.max() > NORM_TOLERANCE,  # rows that do not sum to 1
+    ]).tolist()
+    problems = [
+        f"target_ids with probability > 0 must be in [0, {vocab}) (the logits' vocabulary); "
+        "were the targets built with another tokenizer?",
+        f"labels must be in [0, {vocab}) or {IGNORE} (ignored)",
+        f"every label is {IGNORE} (ignored): there is no position to train on",
+        "target_probs must be finite and >= 0 (got NaN, inf or a negative probability)",
+        f"target_probs must sum to 1 over m at every trained position (within {NORM_TOLERANCE}); "
+        "renormalise truncated targets",
+    ]
+    for flag, problem in zip(flags, problems):
+        if flag:
+            raise ValueError(problem)
 
 
 def _entropy_terms(p: torch.Tensor) -> torch.Tensor:

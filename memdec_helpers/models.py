@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .devices import resolve_device
@@ -56,7 +57,8 @@ def load_base_model(profile: Any, which: int = 0, device: str | None = None) -> 
     """(model, tokenizer) for the profile's base model `which`, in eval mode, float32 weights.
 
     Tiny models come from the package; hub names go through `from_pretrained` (offline: one
-    clear error that suggests the `tiny` profile)."""
+    clear error that suggests the `tiny` profile). The model's id (`model_id`) names it, its
+    revision and its weights, so a new revision or retrained weights never reuse a cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -66,27 +68,28 @@ def load_base_model(profile: Any, which: int = 0, device: str | None = None) -> 
     model = _pretrained(AutoModelForCausalLM, name, f"base model {name!r}",
                         dtype=torch.float32, **revision)
     tokenizer = _pretrained(AutoTokenizer, name, f"tokenizer of {name!r}", **revision)
-    model.config._name_or_path = name + weights_fingerprint(name)  # identity for manifests
+    tag = f"@{profile.base_model_revision}" if profile.base_model_revision else ""
+    model.config._name_or_path = f"{name}{tag}@{weights_fingerprint(model)}"  # see model_id
     target = resolve_device(device or profile.device)
     return model.to(target).eval(), tokenizer
 
 
-def weights_fingerprint(name: str) -> str:
-    """`@<hash>` of a local model's weights file (so retrained weights invalidate caches);
-    empty for hub models, whose name and revision identify them."""
-    path = Path(resolve_model_path(name))
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    if not files:
-        return ""
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights (names, shapes and a strided sample of every tensor's
+    values): cheap even for GPT-2 xl, and different for any retrained or re-initialised model."""
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.read_bytes())
-    return "@" + digest.hexdigest()[:10]
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 256)].float().cpu().numpy()
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(sample.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def model_id(model: Any) -> str:
-    """A stable identity for manifests: the name or path the model was loaded from."""
-    return str(getattr(model.config, "_name_or_path", "") or model.config.model_type)
+    """The model's identity for manifests and messages: `<name>[@<revision>]@<weights hash>` for
+    a base model from load_base_model, else the name it was loaded from, else its class name."""
+    return getattr(model.config, "_name_or_path", "") or type(model).__name__
 
 
 def position_limit(model: Any) -> int | None:
@@ -116,6 +119,44 @@ def transformer_blocks(model: Any) -> torch.nn.ModuleList:
         raise ValueError(f"cannot find the transformer blocks of {type(model).__name__} "
                          "(GPT-2 style transformer.h or Llama/Qwen style model.layers)")
     return blocks
+
+
+def check_context_fits(model: Any, context_length: int) -> None:
+    """ValueError if the windows are longer than the model's position embeddings."""
+    limit = position_limit(model)
+    if limit is not None and context_length > limit:
+        raise ValueError(
+            f"context_length={context_length} exceeds the {limit} positions of model "
+            f"{model_id(model)}; use context_length <= {limit}"
+        )
+
+
+def check_token_range(model: Any, tokens: np.ndarray) -> None:
+    """ValueError if a token id is outside the model's vocabulary (another tokenizer's ids)."""
+    vocab = getattr(model.config, "vocab_size", None)
+    if tokens.size and (tokens.min() < 0 or (vocab is not None and tokens.max() >= vocab)):
+        raise ValueError(
+            f"token_ids span [{tokens.min()}, {tokens.max()}] but model {model_id(model)} has "
+            f"a vocabulary of {vocab}; tokenize the text with the model's own tokenizer"
+        )
+
+
+def check_finite(tensor: torch.Tensor, what: str) -> None:
+    """ValueError if `tensor` holds NaN or inf (broken weights or an fp16 overflow)."""
+    if not torch.isfinite(tensor).all():
+        raise ValueError(
+            f"{what} contain NaN or inf; the model weights or its precision are broken "
+            "(try dtype='float32' or reload the model)"
+        )
+
+
+def run_device(model: Any, device: str | torch.device | None) -> torch.device:
+    """`device` if given (the model is moved there), else the device the model is on."""
+    if device is None:
+        return next(model.parameters()).device
+    device = resolve_device(device)
+    model.to(device)
+    return device
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -18,11 +18,12 @@ from .corpus import load_corpus
 from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
 from .devices import resolve_device, seed_everything
 from .evaluate import cached_token_logprobs
-from .index import build_index, search
+from .index import Index, build_index, search
 from .knn import knn_token_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id
-from .profiles import Profile, check_overrides, load_profile, validate_profile
+from .notebook import check_parameters
+from .profiles import Profile, check_overrides, load_profile, parse_memdec_init
 from .results import decoder_rows, results_table
 from .targets import Targets, build_eval_targets, build_targets
 from .train import is_finished, train_config, train_memory_decoder
@@ -32,11 +33,12 @@ CORPORA = ("domain", "general")
 
 def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: Any) -> Profile:
     """Load the profile (a name, a YAML path or a Profile, plus overrides), seed everything,
-    and say where we run."""
+    and say where we run. In a notebook run by papermill, a parameter the notebook does not
+    declare is a ValueError (a typo would otherwise run the default profile)."""
+    check_parameters()
     if isinstance(profile, Profile):
         check_overrides(overrides, "setup() overrides")
         profile = dataclasses.replace(profile, **overrides)
-        validate_profile(profile)
     else:
         profile = load_profile(profile, **overrides)
     seed_everything(profile.seed)
@@ -44,13 +46,14 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
         device = resolve_device(profile.device)
         gpu = f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""
         print(f"profile {profile.name!r} on {device.type}{gpu}; torch {torch.__version__}, "
-              f"Python {platform.python_version()}; base models {profile.base_models}")
+              f"Python {platform.python_version()}; base models {list(profile.base_models)}")
     return profile
 
 
 def _key(profile: Profile, *extra: Any) -> tuple:
-    """A memo key: the whole profile (every knob) plus the call's own arguments."""
-    return (config_hash(profile.to_dict()), *extra)
+    """A memo key: the whole (frozen, hashable) profile, so no knob can be missed, plus the
+    call's own arguments."""
+    return (profile, *extra)
 
 
 def _suffix(which: int) -> str:
@@ -63,10 +66,17 @@ _MODELS: dict[tuple, tuple[Any, Any]] = {}
 
 def base(profile: Profile, which: int = 0) -> tuple[Any, Any]:
     """(model, tokenizer) of base model `which`, loaded once per session."""
-    key = (base_model_name(profile, which), profile.device, profile.base_model_revision)
+    key = (base_model_name(profile, which), profile.base_model_revision, profile.device)
     if key not in _MODELS:
         _MODELS[key] = load_base_model(profile, which)
     return _MODELS[key]
+
+
+def init_base(profile: Profile) -> Any:
+    """The base model the Memory Decoder starts from: base model i for memdec_init "base:<i>",
+    else base model 0 (whose vocabulary a from-scratch or saved decoder must share)."""
+    kind, which = parse_memdec_init(profile.memdec_init)
+    return base(profile, which if kind == "base" else 0)[0]
 
 
 def corpus(profile: Profile, which: str = "domain") -> dict[str, np.ndarray]:
@@ -89,7 +99,7 @@ def datastore(profile: Profile, which: int = 0, progress: bool = True) -> Datast
     return store
 
 
-def index(profile: Profile, which: int = 0, progress: bool = True) -> Any:
+def index(profile: Profile, which: int = 0, progress: bool = True) -> Index:
     """The faiss index over base model `which`'s datastore."""
     return build_index(profile, datastore(profile, which, progress), progress,
                        stage=f"index{_suffix(which)}")
@@ -170,10 +180,7 @@ def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec"
         return _MEMDEC[key]
     base_model, _ = base(profile, 0)
     tokens = corpus(profile)
-    init_from = None
-    if profile.memdec_init.startswith("base:"):
-        init_from, _ = base(profile, int(profile.memdec_init.split(":")[1]))
-    model = build_memory_decoder(profile, base_model=init_from or base_model)
+    model = build_memory_decoder(profile, base_model=init_base(profile))
     check_same_vocabulary(model, base_model)
     train_targets, out_dir = targets(profile, progress), memdec_dir(profile, name)
     finished = is_finished(out_dir, train_config(profile, model, tokens["train"], train_targets))

@@ -1,23 +1,36 @@
-"""Profiles: every knob of the course in one dataclass, loaded from a YAML file.
+"""Profiles: every knob of the course in one frozen, validated dataclass, loaded from a YAML file.
 
 A profile is data, not code: `tiny` (offline, CPU, the CI profile), `cpu`, `colab` and `gpu`
 live as YAML files next to this module. `load_profile("auto")` picks one for the machine.
+
+A `Profile` is checked when it is made (`load_profile`, `Profile(...)` or
+`dataclasses.replace(profile, **knobs)`): every knob gets its declared type (YAML strings such as
+`1e-3` become numbers, lists become tuples) and its allowed range, so a bad knob fails at once,
+by name, before any stage runs. Frozen and hashable, a profile can key a cache whole.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from .artifacts import is_plain_name
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILE_NAMES = ("tiny", "cpu", "colab", "gpu")
+KEY_LAYERS = ("mlp_input", "final_hidden")
+INDEX_TYPES = ("flat", "ivf_flat", "ivfpq")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Profile:
     """Every knob the course uses. Defaults are the tiny world's; YAML files override them."""
 
@@ -32,9 +45,7 @@ class Profile:
     max_eval_tokens: int | None = None  # cap on validation and test each
     # --- models -----------------------------------------------------------------------
     tokenizer: str = "bundled:tiny-bpe"
-    base_models: list[str] = field(
-        default_factory=lambda: ["bundled:tiny-gpt2-small", "bundled:tiny-gpt2-medium"]
-    )
+    base_models: tuple[str, ...] = ("bundled:tiny-gpt2-small", "bundled:tiny-gpt2-medium")
     base_model_revision: str | None = None
     # --- windows ----------------------------------------------------------------------
     context_length: int = 128
@@ -49,10 +60,9 @@ class Profile:
     index_train_size: int = 100_000
     k: int = 64
     knn_temperature: float = 10.0
-    knn_lambda_grid: list[float] = field(
-        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
-    knn_k_grid: list[int] = field(default_factory=lambda: [16, 64, 256])  # kNN-LM's k, chosen on val
-    knn_temperature_grid: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0])
+    knn_lambda_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    knn_k_grid: tuple[int, ...] = (16, 64, 256)  # kNN-LM's k, chosen on validation with λ and τ
+    knn_temperature_grid: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
     target_top_m: int = 32
     # --- Memory Decoder ---------------------------------------------------------------
     memdec_init: str = "base:0"  # "scratch", "base:<i>" or a save_pretrained folder
@@ -71,14 +81,19 @@ class Profile:
     ablation_steps: int = 60  # optimizer steps of each short ablation run (lesson 06)
     ablation_batch_size: int = 16
     ablation_seeds: int = 3  # seeds per setting where an ablation reports mean ± std
-    alpha_grid: list[float] = field(
-        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    )
+    alpha_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     # --- run --------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16" (autocast on CUDA)
     artifacts_dir: str = "artifacts"
+
+    def __post_init__(self) -> None:
+        """Coerce every knob to its declared type, then check ranges (ValueError naming it)."""
+        for knob in dataclasses.fields(self):
+            object.__setattr__(self, knob.name, coerce(knob.name, getattr(self, knob.name),
+                                                      str(knob.type)))
+        validate_profile(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,6 +106,172 @@ class Profile:
 KNOBS = {f.name: f for f in dataclasses.fields(Profile)}
 
 
+# ----------------------------------------------------------------------------- types
+def _bad(knob: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"profile knob {knob}={value!r} is invalid: {allowed}")
+
+
+def _number(knob: str, value: Any, kind: type) -> int | float:
+    """`value` as an int or a finite float; numeric strings (YAML reads `1e-3` as one) accepted."""
+    what = "an integer" if kind is int else "a number"
+    parsed = _parse_number(value) if isinstance(value, str) else value
+    if isinstance(parsed, bool) or not isinstance(parsed, (int, float)):
+        raise _bad(knob, value, f"must be {what}")
+    if not math.isfinite(parsed):
+        raise _bad(knob, value, f"must be {what}, finite (not NaN or inf)")
+    if kind is int:
+        if parsed != int(parsed):
+            raise _bad(knob, value, "must be a whole number")
+        return int(parsed)
+    return float(parsed)
+
+
+def _parse_number(text: str) -> int | float | str:
+    """An int or float read from `text`; `text` itself when it is not a number."""
+    for kind in (int, float):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            pass
+    return text
+
+
+def _text(knob: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(knob, value, "must be a non-empty string")
+    return value
+
+
+def _sequence(knob: str, value: Any, item: Callable[[str, Any], Any]) -> tuple:
+    """A list or tuple (YAML list, override) as a non-empty tuple of checked items."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _bad(knob, value, "must be a non-empty list, e.g. [a, b]")
+    return tuple(item(f"{knob}[{i}]", v) for i, v in enumerate(value))
+
+
+def _flag(knob: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(knob, value, "must be true or false")
+    return value
+
+
+SCALARS: dict[str, Callable[[str, Any], Any]] = {
+    "bool": _flag,
+    "int": lambda knob, v: _number(knob, v, int),
+    "float": lambda knob, v: _number(knob, v, float),
+    "str": _text,
+}
+
+
+def coerce(knob: str, value: Any, annotation: str) -> Any:
+    """`value` converted to the knob's annotated type: int, float, str, `X | None` or
+    `tuple[X, ...]`; anything else is a ValueError naming the knob."""
+    optional = annotation.endswith(" | None")
+    base = annotation.removesuffix(" | None")
+    if value is None:
+        if optional:
+            return None
+        raise _bad(knob, value, f"must not be empty (a {base})")
+    tuple_of = re.fullmatch(r"tuple\[(\w+), \.\.\.\]", base)
+    if tuple_of:
+        return _sequence(knob, value, SCALARS[tuple_of.group(1)])
+    return SCALARS[base](knob, value)
+
+
+def _check_annotations() -> None:
+    """Every knob must be annotated with a type coerce() knows (a new knob fails at import)."""
+    for knob in KNOBS.values():
+        kind = re.sub(r"^tuple\[(\w+), \.\.\.\]$", r"\1", str(knob.type).removesuffix(" | None"))
+        if kind not in SCALARS:
+            raise TypeError(f"Profile.{knob.name}: unsupported annotation {knob.type}; use "
+                            "int, float, str, bool, `X | None` or `tuple[X, ...]` (a list knob "
+                            "is a tuple, so that a frozen profile stays hashable)")
+
+
+_check_annotations()
+
+
+# ----------------------------------------------------------------------------- ranges
+def parse_memdec_init(value: str) -> tuple[str, int | str | None]:
+    """("scratch", None), ("base", i) or ("folder", path): the one reading of memdec_init."""
+    if value == "scratch":
+        return "scratch", None
+    if value.startswith("base:"):
+        index = value.split(":", 1)[1]
+        if not index.isdigit():
+            raise _bad("memdec_init", value, "use 'base:<i>' with i an integer index into "
+                       "base_models, 'scratch' or a save_pretrained folder")
+        return "base", int(index)
+    return "folder", value
+
+
+Rule = tuple[Callable[[Any], bool], str]  # (is the value allowed?, what is allowed)
+AT_LEAST_1: Rule = (lambda v: v >= 1, "must be >= 1")
+POSITIVE: Rule = (lambda v: v > 0, "must be > 0")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, "must be >= 0")
+UNIT: Rule = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
+CAP: Rule = (lambda v: v >= 1, "must be >= 1, or null for no cap")
+FRACTION: Rule = (lambda v: 0 < v < 1, "must be in (0, 1)")
+
+
+def each(rule: Rule) -> Rule:
+    """The rule applied to every value of a tuple knob."""
+    ok, allowed = rule
+    return (lambda values: all(ok(v) for v in values), f"every value {allowed}")
+
+
+def one_of(options: tuple[str, ...]) -> Rule:
+    return (lambda v: v in options, f"use one of {options}")
+
+
+RANGES: dict[str, Rule] = {
+    "name": (is_plain_name, "must be a plain folder name (no '/', '\\' or leading dot), e.g. 'tiny'"),
+    **dict.fromkeys(("validation_fraction", "test_fraction"), FRACTION),
+    **dict.fromkeys(("max_train_tokens", "max_eval_tokens"), CAP),
+    **dict.fromkeys(("split_seed", "seed", "weight_decay", "warmup_steps"), NON_NEGATIVE),
+    **dict.fromkeys(("stride", "batch_size", "ivf_nlist", "pq_code_bytes", "nprobe",
+                     "index_train_size", "k", "target_top_m", "memdec_layers", "memdec_dim",
+                     "memdec_heads", "train_steps", "train_batch_size", "grad_accum",
+                     "eval_every", "ablation_steps", "ablation_batch_size", "ablation_seeds"),
+                    AT_LEAST_1),
+    **dict.fromkeys(("knn_temperature", "learning_rate", "grad_clip"), POSITIVE),
+    **dict.fromkeys(("knn_lambda_grid", "alpha_grid"), each(UNIT)),
+    "context_length": (lambda v: v >= 2, "must be >= 2"),
+    "knn_temperature_grid": each(POSITIVE),
+    "knn_k_grid": each(AT_LEAST_1),
+    "beta": UNIT,
+    "key_layer": one_of(KEY_LAYERS),
+    "index_type": one_of(INDEX_TYPES),
+    "device": one_of(DEVICES),
+    "dtype": one_of(DTYPES),
+}
+
+
+def validate_profile(p: Profile) -> None:
+    """Each knob's range (None, where a knob may be None, is always allowed), then the rules
+    that tie knobs together (ValueError naming the knob)."""
+    for knob, (ok, allowed) in RANGES.items():
+        value = getattr(p, knob)
+        if value is not None and not ok(value):
+            raise _bad(knob, value, allowed)
+    related = {
+        "stride": (p.stride <= p.context_length, f"must be in [1, context_length={p.context_length}]"),
+        "target_top_m": (p.target_top_m <= p.k, f"must be in [1, k={p.k}]"),
+        "test_fraction": (p.validation_fraction + p.test_fraction < 1,
+                          "validation_fraction + test_fraction must be < 1"),
+        "memdec_heads": (p.memdec_dim % p.memdec_heads == 0,
+                         f"must divide memdec_dim={p.memdec_dim}"),
+    }
+    for knob, (ok, allowed) in related.items():
+        if not ok:
+            raise _bad(knob, getattr(p, knob), allowed)
+    kind, index = parse_memdec_init(p.memdec_init)
+    if kind == "base" and index >= len(p.base_models):
+        raise _bad("memdec_init", p.memdec_init,
+                   f"base model index must be < {len(p.base_models)} (the number of base_models)")
+
+
+# ----------------------------------------------------------------------------- loading
 def in_colab() -> bool:
     return "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ
 
@@ -121,34 +302,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def validate_profile(p: Profile) -> None:
-    def need(cond: bool, knob: str, allowed: str) -> None:
-        if not cond:
-            raise ValueError(f"profile knob {knob}={getattr(p, knob)!r} is invalid: {allowed}")
-
-    need(0.0 <= p.beta <= 1.0, "beta", "must be in [0, 1]")
-    need(all(0.0 <= a <= 1.0 for a in p.alpha_grid), "alpha_grid", "values must be in [0, 1]")
-    need(all(0.0 <= a <= 1.0 for a in p.knn_lambda_grid), "knn_lambda_grid", "values in [0, 1]")
-    need(p.knn_temperature > 0, "knn_temperature", "must be > 0")
-    need(all(t > 0 for t in p.knn_temperature_grid), "knn_temperature_grid", "values > 0")
-    need(p.context_length > 1, "context_length", "must be > 1")
-    need(0 < p.stride <= p.context_length, "stride", "must be in (0, context_length]")
-    need(p.k >= 1, "k", "must be >= 1")
-    need(len(p.knn_k_grid) >= 1 and all(k >= 1 for k in p.knn_k_grid), "knn_k_grid",
-         "list at least one k, all >= 1")
-    need(1 <= p.target_top_m <= p.k, "target_top_m", "must be in [1, k]")
-    need(p.key_layer in ("mlp_input", "final_hidden"), "key_layer", "use mlp_input or final_hidden")
-    need(p.index_type in ("flat", "ivf_flat", "ivfpq"), "index_type", "use flat, ivf_flat or ivfpq")
-    need(p.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
-    need(p.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
-         "use auto, float32, bfloat16 or float16")
-    need(len(p.base_models) >= 1, "base_models", "list at least one base model")
-    need(p.train_steps >= 1 and p.train_batch_size >= 1, "train_steps", "must be >= 1")
-
-
 def load_profile(name: str = "tiny", **overrides: Any) -> Profile:
     """Load a profile by name (`tiny`, `cpu`, `colab`, `gpu`, `auto`) or YAML path, then
-    apply keyword overrides. Unknown names or knobs raise ValueError."""
+    apply keyword overrides. Unknown names or knobs, and bad values, raise ValueError."""
     if name == "auto":
         name = resolve_auto()
     path = Path(name)
@@ -164,6 +320,5 @@ def load_profile(name: str = "tiny", **overrides: Any) -> Profile:
     check_overrides(overrides, "load_profile() overrides")
     values.setdefault("name", path.stem)
     values.update(overrides)
-    profile = Profile(**values)
-    validate_profile(profile)
-    return profile
+    return Profile(**values)
+

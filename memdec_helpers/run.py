@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_write_json, load_results, project_root
+from .artifacts import atomic_write_json, load_results, profile_hash, project_root, stale_results
 from .profiles import load_profile
 from .results import format_table
 
@@ -77,12 +77,20 @@ def run_notebook(path: Path, out_path: Path, profile: str, parameters: dict[str,
 
 
 def write_summary(profile_name: str, out_dir: Path, timings: dict[str, float]) -> str:
-    results = load_results(load_profile(profile_name))
-    summary = {"profile": profile_name, "seconds": timings, "results": results}
+    """summary.json and summary.md of a run: only results recorded under this exact profile
+    (hash in `profile_hash`); results of an older config are named in `stale_results`."""
+    profile = load_profile(profile_name)
+    results, stale = load_results(profile), stale_results(profile)
+    summary = {"profile": profile_name, "profile_hash": profile_hash(profile),
+               "config": profile.to_dict(), "seconds": timings, "results": results,
+               "stale_results": stale}
     atomic_write_json(out_dir / "summary.json", summary)
     lines = [f"# Course run: profile `{profile_name}`", "", "| notebook | seconds |", "|---|---|"]
     lines += [f"| {name} | {sec:.0f} |" for name, sec in timings.items()]
     lines += ["", f"Total: {sum(timings.values()):.0f} s", ""]
+    if stale:
+        lines += [f"Left out (recorded under another config of `{profile_name}`): "
+                  f"{', '.join(stale)}", ""]
     if results.get("table"):
         lines += ["## Results (test split)", "", format_table(results["table"]), ""]
     text = "\n".join(lines)

@@ -15,9 +15,11 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import (PROGRESS, array_hash, atomic_write_json, check_stage_name, open_memmap,
-                        read_manifest, resume_point, stage_dir, stage_is_current, write_manifest)
+                        read_manifest, resume_point, stage_dir, stage_is_current, stage_lock,
+                        write_manifest)
 from .index import index_identity, search
 from .knn import knn_distribution, top_m
+from .profiles import Profile
 
 CHUNK = 8192  # queries searched and written per step (a resume restarts at a chunk boundary)
 FILES = ("ids.i32", "probs.f16", "mass.f16")
@@ -75,7 +77,7 @@ def drop_self(distances: np.ndarray, indices: np.ndarray,
     return distances[keep].reshape(rows, k), indices[keep].reshape(rows, k)
 
 
-def build_targets(profile: Any, datastore: Any, index: Any, progress: bool = True,
+def build_targets(profile: Profile, datastore: Any, index: Any, progress: bool = True,
                   stage: str = "targets") -> Targets:
     """Targets for every datastore position (self excluded by position); resumable; cached."""
     config = {"datastore": datastore.manifest["config_hash"], "index": index_identity(index),
@@ -83,7 +85,7 @@ def build_targets(profile: Any, datastore: Any, index: Any, progress: bool = Tru
     return _build(profile, stage, config, datastore.keys, index, datastore.vals, True, progress)
 
 
-def build_eval_targets(profile: Any, index: Any, datastore_vals: Any, query_keys: np.ndarray,
+def build_eval_targets(profile: Profile, index: Any, datastore_vals: Any, query_keys: np.ndarray,
                        name: str, progress: bool = False) -> Targets:
     """Targets for held-out queries (e.g. validation keys), to measure KL(p_kNN || p_Mem) there.
 
@@ -100,16 +102,11 @@ def build_eval_targets(profile: Any, index: Any, datastore_vals: Any, query_keys
     return _build(profile, f"targets-{name}", config, query_keys, index, vals, False, progress)
 
 
-def _check_build_args(profile: Any, queries: Any, index: Any, vals: Any,
+def _check_build_args(profile: Profile, queries: Any, index: Any, vals: Any,
                       exclude_self: bool) -> None:
-    """ValueError for knobs or inputs that cannot give targets, before any file is touched."""
-    k, m, temperature = profile.k, profile.target_top_m, profile.knn_temperature
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"profile knob k={k!r} must be an integer >= 1")
-    if not isinstance(m, (int, np.integer)) or not 1 <= m <= k:
-        raise ValueError(f"profile knob target_top_m={m!r} must be an integer in [1, k={k}]")
-    if not float(temperature) > 0:
-        raise ValueError(f"profile knob knn_temperature={temperature!r} must be > 0")
+    """ValueError for inputs that cannot give targets, before any file is touched (the knobs
+    themselves were checked when the profile was made)."""
+    k = profile.k
     if queries.ndim != 2 or len(queries) == 0:
         raise ValueError(f"query keys must be a non-empty [Q, d] array; got {tuple(queries.shape)}")
     if queries.shape[1] != index.d or len(vals) != index.ntotal:
@@ -122,23 +119,29 @@ def _check_build_args(profile: Any, queries: Any, index: Any, vals: Any,
                          f"use k <= {index.ntotal - int(exclude_self)}")
 
 
-def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: Any,
+def _build(profile: Profile, stage: str, config: dict, queries: np.ndarray, index: Any,
            vals: np.ndarray, exclude_self: bool, progress: bool) -> Targets:
+    """Check, then (one process at a time) reuse or build the targets of `stage`."""
+    _check_build_args(profile, queries, index, vals, exclude_self)
+    directory = stage_dir(profile, stage)
+    with stage_lock(directory):
+        if not stage_is_current(directory, config):
+            _write_targets(profile, directory, config, queries, index, np.asarray(vals),
+                           exclude_self, progress)
+        return load_targets(directory)
+
+
+def _write_targets(profile: Profile, directory: Path, config: dict, queries: np.ndarray,
+                   index: Any, vals: np.ndarray, exclude_self: bool, progress: bool) -> None:
     """Search, truncate and write the targets chunk by chunk into .part memmaps; a progress
     file after every chunk makes a killed build resume; rename and manifest at the end."""
-    _check_build_args(profile, queries, index, vals, exclude_self)
-    k, m = profile.k, profile.target_top_m
-    directory = stage_dir(profile, stage)
-    if stage_is_current(directory, config):
-        return load_targets(directory)
-    n = len(queries)
+    k, m, n = profile.k, profile.target_top_m, len(queries)
     parts = {f".{name}.part": size for name, size in zip(FILES, (n * m * 4, n * m * 2, n * 2))}
     done = resume_point(directory, {"config": config, "chunk": CHUNK}, parts, "rows_done")
     mode = "r+" if done else "w+"
     ids = open_memmap(directory / ".ids.i32.part", np.int32, (n, m), mode)
     probs = open_memmap(directory / ".probs.f16.part", np.float16, (n, m), mode)
     mass = open_memmap(directory / ".mass.f16.part", np.float16, (n,), mode)
-    vals = np.asarray(vals)
     for lo in tqdm(range(done, n, CHUNK), desc="targets", disable=not progress,
                    initial=done // CHUNK, total=-(-n // CHUNK)):
         hi = min(lo + CHUNK, n)
@@ -157,4 +160,3 @@ def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: A
         (directory / f".{name}.part").rename(directory / name)
     (directory / PROGRESS).unlink(missing_ok=True)
     write_manifest(directory, config, n=n, m=m, mean_retained_mass=retained)
-    return load_targets(directory)

@@ -10,28 +10,36 @@ scheduler, scaler and RNG states, so a resumed run repeats the uninterrupted one
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import os
+import pickle
 import shutil
+import warnings
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from tqdm import tqdm
 
-from .artifacts import atomic_write_json, config_hash, read_manifest, write_manifest
+from .artifacts import atomic_write_json, config_hash, read_manifest, stage_lock, write_manifest
 from .devices import autocast, autocast_dtype, resolve_device, seed_everything
-from .evaluate import check_context_fits, mix_logprobs, perplexity, token_logprobs, tokens_hash
+from .evaluate import mix_logprobs, perplexity, token_logprobs
 from .memdec import memdec_loss, sparse_kl
-from .windows import window_batches
+from .models import check_context_fits, weights_fingerprint
+from .profiles import Profile
+from .windows import tokens_hash, window_batches
 
 TRAIN_KNOBS = ("beta", "learning_rate", "weight_decay", "warmup_steps", "train_steps",
                "train_batch_size", "grad_accum", "grad_clip", "eval_every", "context_length",
                "stride", "seed", "memdec_init", "dtype")
-RUN_FILES = ("manifest.json", "history.json", "model", "checkpoint", ".model.tmp",
-             ".checkpoint.tmp", ".checkpoint.old")
+RUN_FILES = ("manifest.json", "history.json", "model", "checkpoint", ".model.old",
+             ".checkpoint.old")
+TENSORS_FILE = "training_state.pt"  # optimizer, scheduler, scaler and RNG tensors (weights_only)
+STATE_FILE = "state.json"  # config hash, step and history: checked before any tensor is loaded
 
 
 # --- batches -------------------------------------------------------------------------------
@@ -88,40 +96,14 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of the initial weights (names, shapes and a strided sample of values), so a
-    different starting model (another base model, another init) never reuses a run."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 256)].float().cpu().numpy()
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(sample.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def train_config(profile: Any, model: Any, train_tokens: np.ndarray, targets: Any) -> dict[str, Any]:
+def train_config(profile: Profile, model: Any, train_tokens: np.ndarray,
+                 targets: Any) -> dict[str, Any]:
     """Everything that decides the trained weights: knobs, data, targets and the starting model."""
     return {"targets": targets.manifest["config_hash"], "tokens": tokens_hash(train_tokens),
-            "init_model": model_fingerprint(model), **profile.subset(*TRAIN_KNOBS)}
+            "init_model": weights_fingerprint(model), **profile.subset(*TRAIN_KNOBS)}
 
 
 # --- argument checks -----------------------------------------------------------------------
-
-def _check_profile(profile: Any) -> None:
-    """The training knobs (ValueError naming the knob and what is allowed)."""
-    checks = {"train_steps": profile.train_steps >= 1, "train_batch_size": profile.train_batch_size >= 1,
-              "grad_accum": profile.grad_accum >= 1, "eval_every": profile.eval_every >= 1,
-              "warmup_steps": profile.warmup_steps >= 0, "learning_rate": profile.learning_rate > 0,
-              "grad_clip": profile.grad_clip > 0, "weight_decay": profile.weight_decay >= 0}
-    for knob, ok in checks.items():
-        if not ok:
-            raise ValueError(f"profile knob {knob}={getattr(profile, knob)!r} is invalid: "
-                             "steps, sizes, eval_every and grad_accum >= 1, warmup_steps >= 0, "
-                             "learning_rate and grad_clip > 0, weight_decay >= 0")
-    if not 0.0 <= profile.beta <= 1.0:
-        raise ValueError(f"profile knob beta={profile.beta} must be in [0, 1]")
-
 
 def _check_targets(targets: Any, tokens: np.ndarray, what: str) -> None:
     """Targets row i is the kNN distribution of position i: N-1 rows, ids and probs alike."""
@@ -142,8 +124,8 @@ def _check_tokens(tokens: np.ndarray, vocab: int, what: str) -> None:
 
 def _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets,
                   val_base_logprobs) -> None:
-    """Every argument of train_memory_decoder, before any work or file write."""
-    _check_profile(profile)
+    """Every argument of train_memory_decoder, before any work or file write (the knobs were
+    checked when the profile was made)."""
     check_context_fits(model, profile.context_length)
     vocab = model.config.vocab_size
     _check_tokens(train_tokens, vocab, "train_tokens")
@@ -163,94 +145,116 @@ def _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets
 
 # --- the loop ------------------------------------------------------------------------------
 
-def train_memory_decoder(profile: Any, model: Any, train_tokens: np.ndarray, targets: Any,
+@dataclass
+class TrainState:
+    """Everything a training step changes and a checkpoint saves, in one object."""
+
+    model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    step: int  # optimizer steps done
+    history: dict  # per-step records and evaluations (history.json)
+    device: torch.device
+    amp: torch.dtype | None  # autocast dtype (None: float32)
+
+
+def train_memory_decoder(profile: Profile, model: Any, train_tokens: np.ndarray, targets: Any,
                          out_dir: str | Path, *, val_tokens: np.ndarray | None = None,
                          val_targets: Any = None, val_base_logprobs: np.ndarray | None = None,
                          resume: bool = True, progress: bool = True,
                          callback: Callable[[dict], None] | None = None) -> tuple[Any, dict]:
     """Train `model` on the kNN targets (or reuse a finished run of the same config); returns
-    (trained model in eval mode, history). `callback(step_record)` runs after every step."""
+    (trained model in eval mode, history). `callback(step_record)` runs after every step.
+    One process trains a run folder at a time; another one waits, then reuses the result."""
     train_tokens = np.asarray(train_tokens)
     val_tokens = None if val_tokens is None else np.asarray(val_tokens)
     _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets, val_base_logprobs)
     out_dir = Path(out_dir)
     config = train_config(profile, model, train_tokens, targets)
-    if is_finished(out_dir, config):
-        return _reuse(out_dir, model)
+    with stage_lock(out_dir):
+        if is_finished(out_dir, config):
+            return _reuse(out_dir, model)
+        starts = sequence_starts(len(train_tokens), profile.context_length)
+        state = _start(profile, model, config, starts, out_dir, resume)
+        evaluate = partial(_evaluate, profile, val_tokens=val_tokens, val_targets=val_targets,
+                           val_base_logprobs=val_base_logprobs)
+        bar = tqdm(total=profile.train_steps, initial=state.step, desc="train MemDec",
+                   disable=not progress)
+        while state.step < profile.train_steps:
+            record = _train_step(profile, state, train_tokens, targets, starts)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", kl=f"{record['kl']:.3f}",
+                            ce=f"{record['ce']:.3f}")
+            if state.step % profile.eval_every == 0 or state.step == profile.train_steps:
+                state.history["evals"].append({"step": state.step, **evaluate(state.model)})
+                _save_checkpoint(out_dir, config, state)
+            if callback is not None:
+                callback(record)
+        bar.close()
+        _finish(out_dir, config, state.model.eval(), state.history)
+        return state.model, state.history
+
+
+def _start(profile: Profile, model: Any, config: dict, starts: np.ndarray, out_dir: Path,
+           resume: bool) -> TrainState:
+    """A fresh TrainState (seeded, model in float32 on the profile's device, optimizer, schedule,
+    scaler), restored from this config's checkpoint when there is a sound one."""
     device = resolve_device(profile.device)
     amp = autocast_dtype(device, profile.dtype)
     seed_everything(profile.seed)
     model = model.float().to(device).train()
-    optimizer, scheduler, scaler = _optimisation(profile, model, device, amp)
-    starts = sequence_starts(len(train_tokens), profile.context_length)
-    state = _load_checkpoint(out_dir, config, model, optimizer, scheduler, scaler) if resume else None
-    if state is None:
-        _clear_run(out_dir)
-    step, history = state or (0, _new_history(config, profile, starts))
-    evaluate = partial(_evaluate, profile, val_tokens=val_tokens, val_targets=val_targets,
-                       val_base_logprobs=val_base_logprobs)
-    bar = tqdm(total=profile.train_steps, initial=step, desc="train MemDec", disable=not progress)
-    while step < profile.train_steps:
-        record = _train_step(profile, model, optimizer, scaler, train_tokens, targets, starts,
-                             step, device, amp)
-        record["lr"] = scheduler.get_last_lr()[0]
-        scheduler.step()
-        step += 1
-        history["steps"].append(record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", kl=f"{record['kl']:.3f}", ce=f"{record['ce']:.3f}")
-        if step % profile.eval_every == 0 or step == profile.train_steps:
-            history["evals"].append({"step": step, **evaluate(model)})
-            _save_checkpoint(out_dir, config, model, optimizer, scheduler, scaler, step, history)
-        if callback is not None:
-            callback(record)
-    bar.close()
-    _finish(out_dir, config, model.eval(), history)
-    return model, history
-
-
-def _optimisation(profile: Any, model: Any, device: torch.device, amp: torch.dtype | None):
-    """AdamW, the warmup + linear-decay schedule, and a GradScaler (active only for fp16)."""
     optimizer = make_optimizer(model, profile.learning_rate, profile.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, warmup=profile.warmup_steps, total=profile.train_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    return optimizer, scheduler, scaler
+    state = TrainState(model, optimizer, scheduler, scaler, 0,
+                       _new_history(config, profile, starts), device, amp)
+    if not (resume and _load_checkpoint(out_dir, config, state)):
+        _clear_run(out_dir)
+    return state
 
 
-def _new_history(config: dict, profile: Any, starts: np.ndarray) -> dict[str, Any]:
+def _new_history(config: dict, profile: Profile, starts: np.ndarray) -> dict[str, Any]:
     positions_per_step = profile.train_batch_size * profile.grad_accum * profile.context_length
     return {"config": config, "steps": [], "evals": [], "num_sequences": int(len(starts)),
             "positions_per_step": positions_per_step,
             "epochs": profile.train_steps * profile.train_batch_size * profile.grad_accum / len(starts)}
 
 
-def _train_step(profile, model, optimizer, scaler, tokens, targets, starts, step, device, amp) -> dict:
-    """One optimizer step over `grad_accum` micro-batches; returns the mean loss/kl/ce."""
-    totals = torch.zeros(3, device=device)
+def _train_step(profile: Profile, state: TrainState, tokens: np.ndarray, targets: Any,
+                starts: np.ndarray) -> dict:
+    """One optimizer step over `grad_accum` micro-batches; records and returns the mean
+    loss/kl/ce, the gradient norm and the learning rate of the step."""
+    totals = torch.zeros(3, device=state.device)
     for micro in range(profile.grad_accum):
-        chosen = batch_sequences(step, micro, profile.train_batch_size, profile.grad_accum,
+        chosen = batch_sequences(state.step, micro, profile.train_batch_size, profile.grad_accum,
                                  len(starts), profile.seed)
         batch = make_batch(tokens, targets.ids, targets.probs, starts[chosen], profile.context_length)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, amp):
-            logits = model(batch["input_ids"], use_cache=False).logits  # [b, L, V]
+        batch = {k: v.to(state.device, non_blocking=True) for k, v in batch.items()}
+        with autocast(state.device, state.amp):
+            logits = state.model(batch["input_ids"], use_cache=False).logits  # [b, L, V]
         loss, kl, ce = memdec_loss(logits, batch["target_ids"], batch["target_probs"],
                                    batch["labels"], profile.beta)
-        scaler.scale(loss / profile.grad_accum).backward()
+        state.scaler.scale(loss / profile.grad_accum).backward()
         totals += torch.stack([loss.detach(), kl.detach(), ce.detach()]) / profile.grad_accum
-    scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), profile.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    state.scaler.unscale_(state.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), profile.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
     loss, kl, ce = totals.tolist()
-    return {"step": step + 1, "loss": loss, "kl": kl, "ce": ce, "grad_norm": float(grad_norm)}
+    record = {"step": state.step + 1, "loss": loss, "kl": kl, "ce": ce,
+              "grad_norm": float(grad_norm), "lr": state.scheduler.get_last_lr()[0]}
+    state.scheduler.step()
+    state.step += 1
+    state.history["steps"].append(record)
+    return record
 
 
 # --- validation ----------------------------------------------------------------------------
 
-def _evaluate(profile: Any, model: Any, *, val_tokens: np.ndarray | None, val_targets: Any,
+def _evaluate(profile: Profile, model: Any, *, val_tokens: np.ndarray | None, val_targets: Any,
               val_base_logprobs: np.ndarray | None) -> dict[str, float | None]:
     """MemDec perplexity, base+MemDec perplexity at α = 0.5 and KL to the kNN targets, on
     validation (None for what was not given)."""
@@ -310,13 +314,12 @@ def _save_model(model: Any, folder: Path) -> None:
         model.save_pretrained(folder)
 
 
-def _load_weights(model: Any, folder: Path) -> None:
-    """Copy the weights saved in `folder` (save_pretrained, tied weights handled) into `model`."""
+def _saved_model(folder: Path) -> Any:
+    """The model saved in `folder` (save_pretrained: safetensors, no pickle)."""
     from transformers import AutoModelForCausalLM
 
     with _quiet_transformers():
-        saved = AutoModelForCausalLM.from_pretrained(folder)
-    model.load_state_dict(saved.state_dict())
+        return AutoModelForCausalLM.from_pretrained(folder)
 
 
 def _rng_state() -> dict:
@@ -326,42 +329,78 @@ def _rng_state() -> dict:
     return state
 
 
-def _save_checkpoint(out_dir, config, model, optimizer, scheduler, scaler, step, history) -> None:
-    """Weights (save_pretrained) + optimizer/scheduler/scaler/RNG state, written into a temporary
-    folder and renamed into place; history.json too, so a run can be plotted while it trains."""
-    final, tmp, old = out_dir / "checkpoint", out_dir / ".checkpoint.tmp", out_dir / ".checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _save_model(model, tmp)
-    torch.save({"config_hash": config_hash(config), "step": step, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": _rng_state(), "history": history}, tmp / "training_state.pt")
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished folder `tmp` onto `final`; killed half-way, `.<final>.old` still holds
+    the previous version (see _checkpoint_folder)."""
+    old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-    atomic_write_json(out_dir / "history.json", history)
 
 
-def _load_checkpoint(out_dir, config, model, optimizer, scheduler, scaler):
-    """(step, history) from a checkpoint of this exact config, all states restored; else None."""
-    folder = out_dir / "checkpoint"
-    if not (folder / "training_state.pt").exists() and (out_dir / ".checkpoint.old").exists():
-        folder = out_dir / ".checkpoint.old"  # killed between the two renames of a save
-    path = folder / "training_state.pt"
-    if not path.exists():
-        return None
-    state = torch.load(path, weights_only=False, map_location="cpu")
-    if state["config_hash"] != config_hash(config):
-        return None
-    _load_weights(model, folder)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return state["step"], state["history"]
+def _save_checkpoint(out_dir: Path, config: dict, state: TrainState) -> None:
+    """Weights (save_pretrained), optimizer/scheduler/scaler/RNG tensors and a JSON state
+    (config hash, step, history), written into a folder of this process and renamed into
+    place; history.json too, so a run can be plotted while it trains."""
+    tmp = out_dir / f".checkpoint.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save_model(state.model, tmp)
+    torch.save({"optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+                "scaler": state.scaler.state_dict(), "rng": _rng_state()}, tmp / TENSORS_FILE)
+    atomic_write_json(tmp / STATE_FILE, {"config_hash": config_hash(config), "step": state.step,
+                                         "history": state.history})
+    _replace_dir(tmp, out_dir / "checkpoint")
+    atomic_write_json(out_dir / "history.json", state.history)
+
+
+def _checkpoint_folder(out_dir: Path) -> Path | None:
+    """The checkpoint to resume from: `checkpoint`, or `.checkpoint.old` when a save was killed
+    between its two renames; None if there is neither."""
+    for folder in (out_dir / "checkpoint", out_dir / ".checkpoint.old"):
+        if (folder / STATE_FILE).exists():
+            return folder
+    return None
+
+
+DAMAGED = (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError,
+           SafetensorError)  # what a truncated or foreign checkpoint file raises on load
+
+
+def _load_checkpoint(out_dir: Path, config: dict, state: TrainState) -> bool:
+    """Restore `state` from a checkpoint of this exact config: its JSON state is read and its
+    config hash compared first, then the tensors are loaded with weights_only=True (no code
+    runs). False (and `state` untouched) when there is none; a damaged one is reported and
+    training starts from scratch."""
+    folder = _checkpoint_folder(out_dir)
+    if folder is None:
+        return False
+    try:
+        saved = json.loads((folder / STATE_FILE).read_text())
+        if saved["config_hash"] != config_hash(config):
+            return False
+        tensors = torch.load(folder / TENSORS_FILE, weights_only=True, map_location="cpu")
+        weights = _saved_model(folder).state_dict()
+    except DAMAGED as err:
+        warnings.warn(f"the checkpoint in {folder} is damaged ({type(err).__name__}: "
+                      f"{str(err)[:200]}); training starts from scratch", stacklevel=3)
+        return False
+    _restore(state, weights, tensors, saved)
+    return True
+
+
+def _restore(state: TrainState, weights: dict, tensors: dict, saved: dict) -> None:
+    """Put a checkpoint's weights, optimizer/scheduler/scaler/RNG states, step and history
+    into `state`."""
+    state.model.load_state_dict(weights)
+    state.optimizer.load_state_dict(tensors["optimizer"])
+    state.scheduler.load_state_dict(tensors["scheduler"])
+    state.scaler.load_state_dict(tensors["scaler"])
+    torch.set_rng_state(tensors["rng"]["torch"])
+    if "cuda" in tensors["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(tensors["rng"]["cuda"])
+    state.step, state.history = int(saved["step"]), saved["history"]
 
 
 def is_finished(out_dir: Path, config: dict) -> bool:
@@ -372,16 +411,23 @@ def is_finished(out_dir: Path, config: dict) -> bool:
 
 
 def _reuse(out_dir: Path, model: Any) -> tuple[Any, dict]:
-    """The finished run's weights, loaded into `model` (on its device), and its history."""
-    _load_weights(model, out_dir / "model")
+    """The finished run's weights, loaded into `model` (on its device), and its history; a
+    damaged saved model is a ValueError that says what to do."""
+    try:
+        weights = _saved_model(out_dir / "model").state_dict()
+        model.load_state_dict(weights)
+    except DAMAGED as err:
+        raise ValueError(f"the trained Memory Decoder in {out_dir / 'model'} is damaged "
+                         f"({type(err).__name__}: {str(err)[:200]}); delete the folder {out_dir} "
+                         "to train it again") from None
     return model.eval(), load_history(out_dir)
 
 
 def _clear_run(out_dir: Path) -> None:
-    """Remove a stale run's files (manifest first, so nothing looks finished); nothing else."""
+    """Remove a stale run's files (manifest first, so nothing looks finished) and any leftover
+    temporary folders; nothing else."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        path = out_dir / name
+    for path in [out_dir / name for name in RUN_FILES] + sorted(out_dir.glob(".*.tmp-*")):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -391,11 +437,10 @@ def _clear_run(out_dir: Path) -> None:
 def _finish(out_dir: Path, config: dict, model: Any, history: dict) -> None:
     """Final weights and history, then the manifest (last: the run is complete), then the
     checkpoint is dropped (the optimizer state is twice the model)."""
-    final, tmp = out_dir / "model", out_dir / ".model.tmp"
+    tmp = out_dir / f".model.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     _save_model(model, tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    _replace_dir(tmp, out_dir / "model")
     atomic_write_json(out_dir / "history.json", history)
     write_manifest(out_dir, config, steps=len(history["steps"]),
                    final_eval=history["evals"][-1] if history["evals"] else None)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .artifacts import array_hash
+
 
 @dataclass
 class WindowPlan:
@@ -40,6 +42,11 @@ def as_token_array(token_ids: Any, name: str = "token_ids") -> np.ndarray:
     if array.size and not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"{name} must hold integer token ids; got dtype {array.dtype}")
     return array.astype(np.int64, copy=False)
+
+
+def tokens_hash(token_ids: Any) -> str:
+    """A short hash of a token sequence: the identity of an input corpus in manifests."""
+    return array_hash(as_token_array(token_ids))
 
 
 def check_window_args(num_tokens: int, context_length: int, stride: int) -> None:

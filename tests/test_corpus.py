@@ -115,3 +115,14 @@ def test_split_documents_used_names_the_documents_in_each_stream(profile):
     for split, names in used.items():
         assert names == [name for name, _ in splits[split]][:len(names)]  # a prefix, in order
     assert not set(used["train"]) & (set(used["validation"]) | set(used["test"]))
+
+
+def test_edited_corpus_tokens_are_detected_on_load(profile):
+    """The corpus sha256 used to be recorded but never compared: edited tokens were reused."""
+    tokens = load_corpus(profile)
+    path = profile_dir(profile) / "train.npy"
+    edited = tokens["train"].copy()
+    edited[100] = (edited[100] + 1) % 4096
+    np.save(path, edited)  # same size, other tokens
+    with pytest.raises(ValueError, match="train.npy was changed"):
+        load_corpus(profile)

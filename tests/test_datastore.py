@@ -1,4 +1,6 @@
 """Datastore: keys are the right hidden states, values the next tokens; streaming and resume."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -45,7 +47,7 @@ def test_long_sequence_keys_follow_the_window_plan(gpt2, token_ids):
 
 
 def small_profile(profile):
-    profile.context_length, profile.stride, profile.batch_size = 32, 16, 4
+    profile = replace(profile, context_length=32, stride=16, batch_size=4)
     return profile
 
 
@@ -58,7 +60,7 @@ def test_build_equals_extract_and_is_reused(profile, gpt2, token_ids):
     mtime = (store.path / "keys.f16").stat().st_mtime_ns
     again = build_datastore(profile, gpt2, token_ids, "m", progress=False)
     assert (again.path / "keys.f16").stat().st_mtime_ns == mtime  # reused, not rebuilt
-    profile.key_layer = "final_hidden"
+    profile = replace(profile, key_layer="final_hidden")
     changed = build_datastore(profile, gpt2, token_ids, "m", progress=False)
     assert changed.manifest["config"]["key_layer"] == "final_hidden"
     assert not np.array_equal(np.asarray(changed.keys), keys)
@@ -69,7 +71,7 @@ def test_interrupted_build_resumes_to_identical_files(profile, gpt2, token_ids, 
     clean = build_datastore(profile, gpt2, token_ids, "m", progress=False)
     clean_bytes = (clean.path / "keys.f16").read_bytes()
     clean_vals = (clean.path / "vals.i32").read_bytes()
-    profile.artifacts_dir += "-2"
+    profile = replace(profile, artifacts_dir=profile.artifacts_dir + "-2")
     calls = {"n": 0}
     block = gpt2.transformer.h[-1].mlp
 
@@ -119,11 +121,7 @@ def test_nan_and_inf_keys_are_refused(gpt2, token_ids, bad):
 
 
 def test_bad_arguments_are_refused_before_any_file_is_written(profile, gpt2, token_ids, tmp_path):
-    profile = small_profile(profile)
-    profile.key_layer = "attention_output"
-    with pytest.raises(ValueError, match="key_layer"):
-        build_datastore(profile, gpt2, token_ids, "m", progress=False)
-    profile.key_layer, profile.context_length = "mlp_input", 128  # > the model's 64 positions
+    profile = replace(small_profile(profile), context_length=128)  # > the model's 64 positions
     with pytest.raises(ValueError, match="context_length"):
         build_datastore(profile, gpt2, token_ids, "m", progress=False)
     assert not (tmp_path / "artifacts").exists()
@@ -131,6 +129,8 @@ def test_bad_arguments_are_refused_before_any_file_is_written(profile, gpt2, tok
         extract_keys(gpt2, np.array([1, 2, 1000]), 32, 16)
     with pytest.raises(ValueError, match="blocks"):
         key_module(torch.nn.Linear(2, 2), "mlp_input")
+    with pytest.raises(ValueError, match="key_layer"):
+        extract_keys(gpt2, token_ids, 32, 16, key_layer="attention_output")
 
 
 def tiny_llama():
@@ -162,3 +162,13 @@ def test_llama_style_keys():
 def test_too_short_corpus_is_refused(gpt2):
     with pytest.raises(ValueError, match="shorter"):
         extract_keys(gpt2, np.array([5]), 32, 16)
+
+
+def test_overwritten_keys_are_detected(profile, gpt2, token_ids):
+    """Same size, other bytes (e.g. a second writer's zero rows): refused, never reused."""
+    store = build_datastore(small_profile(profile), gpt2, token_ids, "m", progress=False)
+    keys = np.memmap(store.path / "keys.f16", dtype=np.float16, mode="r+", shape=store.keys.shape)
+    keys[10:20] = 0
+    keys.flush()
+    with pytest.raises(ValueError, match="keys.f16 was changed"):
+        build_datastore(small_profile(profile), gpt2, token_ids, "m", progress=False)

