@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .artifacts import config_hash, stage_dir
 from .corpus import load_corpus
@@ -173,8 +174,10 @@ def memdec_dir(profile: Profile, name: str = "memdec") -> Any:
 _MEMDEC: dict[tuple, tuple[Any, dict]] = {}
 
 
-def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec") -> tuple[Any, dict]:
-    """Train (or reuse) the Memory Decoder; returns (model, history). Memoised per session."""
+def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec",
+                   validate: bool = True) -> tuple[Any, dict]:
+    """Train (or reuse) the Memory Decoder; returns (model, history). Memoised per session.
+    `validate`: evaluate on validation every `eval_every` steps (perplexities, KL)."""
     key = _key(profile, name)
     if key in _MEMDEC:
         return _MEMDEC[key]
@@ -184,12 +187,11 @@ def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec"
     check_same_vocabulary(model, base_model)
     train_targets, out_dir = targets(profile, progress), memdec_dir(profile, name)
     finished = is_finished(out_dir, train_config(profile, model, tokens["train"], train_targets))
-    validation = {} if finished else {  # only a run that still has to train needs these
-        "val_targets": validation_targets(profile),
+    validation = {} if finished or not validate else {  # only a run that still trains needs these
+        "val_tokens": tokens["validation"], "val_targets": validation_targets(profile),
         "val_base_logprobs": base_logprobs(profile, "validation")}
     trained, history = train_memory_decoder(profile, model, tokens["train"], train_targets,
-                                            out_dir, val_tokens=tokens["validation"],
-                                            progress=progress, **validation)
+                                            out_dir, progress=progress, **validation)
     _MEMDEC[key] = trained.to(resolve_device(profile.device)).eval(), history
     return _MEMDEC[key]
 
@@ -253,16 +255,69 @@ def ablation_profile(profile: Profile, **knobs: Any) -> Profile:
 
 def short_run(profile: Profile, **knobs: Any) -> dict[str, Any]:
     """Train (or reuse) a short ablation run with `knobs` changed; its validation/test
-    perplexities alone and mixed with base 0 (α chosen on validation). Runs are named by
-    their config, so the same setting asked for twice (e.g. β = 0.5 and the reference of
-    another ablation) trains once."""
+    perplexities alone and mixed with base 0 (α chosen on validation), and its KL to the kNN
+    targets over the last training steps. Runs are named by their config, so the same setting
+    asked for twice (e.g. β = 0.5 and the reference of another ablation) trains once."""
     variant = ablation_profile(profile, **knobs)
-    name = f"ablation-{config_hash(variant.to_dict())[:10]}"
-    model, history = memory_decoder(variant, progress=False, name=name)
+    name = short_run_name(variant)
+    model, history = memory_decoder(variant, progress=False, name=name, validate=False)
     alone, mixed = decoder_result(variant, name, general=False)
+    last = history["steps"][-LAST_STEPS:]
     return {"run": name, "knobs": knobs, "params": count_parameters(model),
-            "steps": len(history["steps"]), "val_kl": history["evals"][-1]["val_kl"],
+            "steps": len(history["steps"]), "train_kl": float(np.mean([s["kl"] for s in last])),
             "alone": alone, "mixed": mixed}
+
+
+LAST_STEPS = 10  # training steps averaged for a short run's final KL
+
+
+def short_runs(profile: Profile, settings: dict[str, dict[str, Any]],
+               workers: int | None = None) -> dict[str, dict[str, Any]]:
+    """label -> short_run(profile, **knobs) for every setting. On a CPU, runs that still have
+    to train go `workers` at a time (default: profile.ablation_workers) in separate processes of
+    one thread each, which uses the cores better than one process with many small matrices;
+    the results are then read back here from their artifacts."""
+    workers = profile.ablation_workers if workers is None else workers
+    todo = [knobs for knobs in settings.values() if not _short_run_done(profile, knobs)]
+    if workers > 1 and len(todo) > 1 and resolve_device(profile.device).type == "cpu":
+        _train_in_workers(profile, todo, workers)
+    return {label: short_run(profile, **knobs)
+            for label, knobs in tqdm(settings.items(), desc="short runs", leave=False)}
+
+
+def _short_run_done(profile: Profile, knobs: dict[str, Any]) -> bool:
+    """Whether the short run of `knobs` has finished training (its manifest is there)."""
+    variant = ablation_profile(profile, **knobs)
+    return (stage_dir(variant, short_run_name(variant)) / "manifest.json").exists()
+
+
+def short_run_name(variant: Profile) -> str:
+    """`ablation-<hash of the run's knobs>` (knobs that only say how runs are scheduled left
+    out, so that changing them reuses every run)."""
+    knobs = {k: v for k, v in variant.to_dict().items()
+             if k not in ("ablation_workers", "ablation_seeds")}
+    return f"ablation-{config_hash(knobs)[:10]}"
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _train_in_workers(profile: Profile, todo: list[dict[str, Any]], workers: int) -> None:
+    """Train and score the short runs of `todo` in a pool of single-threaded processes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        jobs = [pool.submit(_short_run_job, profile, knobs) for knobs in todo]
+        for job in tqdm(jobs, desc=f"training {len(todo)} short runs, {workers} at a time",
+                        leave=False):
+            job.result()  # re-raises a worker's error here
+
+
+def _short_run_job(profile: Profile, knobs: dict[str, Any]) -> None:
+    short_run(profile, **knobs)
 
 
 def results(profile: Profile) -> list[dict[str, Any]]:

@@ -81,6 +81,7 @@ class Profile:
     ablation_steps: int = 60  # optimizer steps of each short ablation run (lesson 06)
     ablation_batch_size: int = 16
     ablation_seeds: int = 3  # seeds per setting where an ablation reports mean ± std
+    ablation_workers: int = 1  # short runs trained at once in one-thread processes (CPU only)
     alpha_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     # --- run --------------------------------------------------------------------------
     seed: int = 0
@@ -232,7 +233,8 @@ RANGES: dict[str, Rule] = {
     **dict.fromkeys(("stride", "batch_size", "ivf_nlist", "pq_code_bytes", "nprobe",
                      "index_train_size", "k", "target_top_m", "memdec_layers", "memdec_dim",
                      "memdec_heads", "train_steps", "train_batch_size", "grad_accum",
-                     "eval_every", "ablation_steps", "ablation_batch_size", "ablation_seeds"),
+                     "eval_every", "ablation_steps", "ablation_batch_size", "ablation_seeds",
+                     "ablation_workers"),
                     AT_LEAST_1),
     **dict.fromkeys(("knn_temperature", "learning_rate", "grad_clip"), POSITIVE),
     **dict.fromkeys(("knn_lambda_grid", "alpha_grid"), each(UNIT)),
