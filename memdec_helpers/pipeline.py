@@ -26,7 +26,7 @@ from .models import base_model_name, count_parameters, load_base_model, model_id
 from .notebook import check_parameters
 from .profiles import Profile, check_overrides, load_profile, parse_memdec_init
 from .results import decoder_rows, results_table
-from .targets import Targets, build_eval_targets, build_targets
+from .targets import Targets, build_eval_targets, build_neighbours, build_targets
 from .train import is_finished, train_config, train_memory_decoder
 
 CORPORA = ("domain", "general")
@@ -115,8 +115,12 @@ def targets_label(profile: Profile) -> str:
 def targets(profile: Profile, progress: bool = True) -> Targets:
     """Sparse top-m kNN targets for every training position (self excluded by position),
     from base model 0's datastore: the Memory Decoder's training signal."""
-    return build_targets(profile, datastore(profile, 0, progress), index(profile, 0, progress),
-                         progress, stage=f"targets-{targets_label(profile)}")
+    store, idx = datastore(profile, 0, progress), index(profile, 0, progress)
+    cached = profile.neighbour_cache_k
+    neighbours = (build_neighbours(profile, store, idx, cached, progress)
+                  if cached and cached > profile.k else None)
+    return build_targets(profile, store, idx, progress, stage=f"targets-{targets_label(profile)}",
+                         neighbours=neighbours)
 
 
 _EVAL_KEYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}

@@ -64,6 +64,8 @@ class Profile:
     knn_k_grid: tuple[int, ...] = (16, 64, 256)  # kNN-LM's k, chosen on validation with λ and τ
     knn_temperature_grid: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
     target_top_m: int = 32
+    neighbour_cache_k: int | None = None  # search every position once for this many neighbours;
+    # the targets of every smaller k and every τ then need no search (None: search each time)
     # --- Memory Decoder ---------------------------------------------------------------
     memdec_init: str = "base:0"  # "scratch", "base:<i>" or a save_pretrained folder
     memdec_layers: int | None = None  # blocks; with base:<i> the first ones of it (None: all)
@@ -234,7 +236,7 @@ RANGES: dict[str, Rule] = {
                      "index_train_size", "k", "target_top_m", "memdec_layers", "memdec_dim",
                      "memdec_heads", "train_steps", "train_batch_size", "grad_accum",
                      "eval_every", "ablation_steps", "ablation_batch_size", "ablation_seeds",
-                     "ablation_workers"),
+                     "ablation_workers", "neighbour_cache_k"),
                     AT_LEAST_1),
     **dict.fromkeys(("knn_temperature", "learning_rate", "grad_clip"), POSITIVE),
     **dict.fromkeys(("knn_lambda_grid", "alpha_grid"), each(UNIT)),

