@@ -123,7 +123,7 @@ def _tokenize_until(tokenizer: Any, docs: list[tuple[str, str]],
 def corpus_config(profile: Any, which: str) -> dict[str, Any]:
     source = profile.domain_corpus if which == "domain" else profile.general_corpus
     knobs = profile.subset("validation_fraction", "test_fraction", "split_seed", "tokenizer")
-    caps = profile.subset("max_train_tokens", "max_eval_tokens") if which == "domain" else {}
+    caps = profile.subset("max_train_tokens", "max_eval_tokens")
     return {"source": source, **knobs, **caps, "format": 3}
 
 

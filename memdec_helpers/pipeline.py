@@ -81,14 +81,11 @@ def init_base(profile: Profile) -> Any:
 
 
 def corpus(profile: Profile, which: str = "domain") -> dict[str, np.ndarray]:
-    """train/validation/test token ids of the domain corpus (or the general corpus the base
-    models were trained on, its held-out splits capped like the domain's)."""
+    """train/validation/test token ids of the domain corpus (or of the general corpus the base
+    models were trained on; the same caps apply)."""
     if which not in CORPORA:
         raise ValueError(f"corpus which={which!r}: use one of {CORPORA}")
-    tokens = load_corpus(profile, which, progress=False)
-    if which == "general" and profile.max_eval_tokens:
-        tokens = {s: t if s == "train" else t[:profile.max_eval_tokens] for s, t in tokens.items()}
-    return tokens
+    return load_corpus(profile, which, progress=False)
 
 
 def datastore(profile: Profile, which: int = 0, progress: bool = True) -> Datastore:

@@ -131,8 +131,10 @@ def set_tokenizer_class(folder: Path) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def general_splits() -> dict[str, np.ndarray]:
-    profile = load_profile("tiny", artifacts_dir=str(ROOT / "artifacts" / "tiny-world"))
+def general_splits(capped: bool = False) -> dict[str, np.ndarray]:
+    """The general corpus's splits: all of them for pretraining, or capped like the course's."""
+    caps = {} if capped else {"max_train_tokens": None, "max_eval_tokens": None}
+    profile = load_profile("tiny", artifacts_dir=str(ROOT / "artifacts" / "tiny-world"), **caps)
     return corpus.load_corpus(profile, which="general")
 
 
@@ -194,7 +196,7 @@ def train_model(name: str, spec: dict, splits: dict, steps: int, batch: int = 32
 def report() -> None:
     """Parameters and test perplexities (context 128, stride 64) of the shipped base models."""
     profile = load_profile("tiny", artifacts_dir=str(ROOT / "artifacts" / "tiny-world"))
-    general, domain = general_splits(), corpus.load_corpus(profile)
+    general, domain = general_splits(capped=True), corpus.load_corpus(profile)
     for which in range(len(profile.base_models)):
         model, _ = models.load_base_model(profile, which)
         print(f"{profile.base_models[which]}: {models.count_parameters(model) / 1e6:.2f}M params; "
