@@ -272,8 +272,8 @@ def short_run(profile: Profile, **knobs: Any) -> dict[str, Any]:
 LAST_STEPS = 10  # training steps averaged for a short run's final KL
 
 
-def short_runs(profile: Profile, settings: dict[str, dict[str, Any]],
-               workers: int | None = None) -> dict[str, dict[str, Any]]:
+def short_runs(profile: Profile, settings: dict[Any, dict[str, Any]],
+               workers: int | None = None) -> dict[Any, dict[str, Any]]:
     """label -> short_run(profile, **knobs) for every setting. On a CPU, runs that still have
     to train go `workers` at a time (default: profile.ablation_workers) in separate processes of
     one thread each, which uses the cores better than one process with many small matrices;
