@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .artifacts import (array_hash, atomic_save_npy, clear_stage, stage_dir, stage_is_current,
                         write_manifest)
 from .hub import from_hub
 from .models import load_tokenizer
+from .progress import progress_bar
 
 CORPORA_DIR = Path(__file__).parent / "data" / "corpora"
 SPLITS = ("train", "validation", "test")
@@ -135,7 +135,7 @@ def _tokenize_splits(profile: Any, splits: dict[str, list[tuple[str, str]]],
                      progress: bool) -> dict[str, np.ndarray]:
     tokenizer = load_tokenizer(profile)
     return {s: tokenize_documents(tokenizer, splits[s])
-            for s in tqdm(SPLITS, desc="tokenizing", disable=not progress)}
+            for s in progress_bar(SPLITS, desc="tokenizing", disable=not progress)}
 
 
 def _apply_caps(tokens: dict[str, np.ndarray], max_train: int | None,

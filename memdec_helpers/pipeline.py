@@ -22,6 +22,7 @@ from .knn import knn_lm_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id
 from .profiles import Profile, check_overrides, load_profile, validate_profile
+from .progress import quiet_library_bars
 from .targets import Targets, build_eval_targets, build_targets
 from .train import is_finished, train_config, train_memory_decoder
 
@@ -36,6 +37,7 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
     else:
         profile = load_profile(profile, **overrides)
     seed_everything(profile.seed)
+    quiet_library_bars()  # in a saved notebook (MEMDEC_PROGRESS=line/off): no library bars
     if verbose:
         device = resolve_device(profile.device)
         gpu = f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""

@@ -71,7 +71,8 @@ def rewrite_repo_urls(text: str, repo_url: str = REPO_URL, branch: str = BRANCH)
     pyproject `Repository = "…"` pointing at `repo_url` (idempotent; other links untouched)."""
     owner, name = github_repo(repo_url)
     url = f"https://github.com/{owner}/{name}"
-    text = re.sub(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w./-]+?/notebooks/",
-                  f"https://colab.research.google.com/github/{owner}/{name}/blob/{branch}/notebooks/", text)
+    colab = "https://colab.research.google.com/github/"
+    text = re.sub(re.escape(colab) + r"[\w.-]+/[\w.-]+/blob/[\w./-]+?/notebooks/",
+                  f"{colab}{owner}/{name}/blob/{branch}/notebooks/", text)
     text = re.sub(r"git\+https://github\.com/[\w.-]+/[\w.-]+", f"git+{url}", text)
     return re.sub(r'(?m)^(Repository = ")https://github\.com/[^"]*(")', rf"\g<1>{url}\g<2>", text)

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .artifacts import (PROGRESS, array_hash, atomic_write_json, check_stage_name, open_memmap,
                         read_manifest, resume_point, stage_dir, stage_is_current, write_manifest)
 from .index import index_identity, search
 from .knn import knn_distribution, top_m
+from .progress import progress_bar
 
 CHUNK = 8192  # queries searched and written per step (a resume restarts at a chunk boundary)
 FILES = ("ids.i32", "probs.f16", "mass.f16")
@@ -139,8 +139,8 @@ def _build(profile: Any, stage: str, config: dict, queries: np.ndarray, index: A
     probs = open_memmap(directory / ".probs.f16.part", np.float16, (n, m), mode)
     mass = open_memmap(directory / ".mass.f16.part", np.float16, (n,), mode)
     vals = np.asarray(vals)
-    for lo in tqdm(range(done, n, CHUNK), desc="targets", disable=not progress,
-                   initial=done // CHUNK, total=-(-n // CHUNK)):
+    for lo in progress_bar(range(done, n, CHUNK), desc="targets", disable=not progress,
+                           initial=done // CHUNK, total=-(-n // CHUNK)):
         hi = min(lo + CHUNK, n)
         distances, indices = search(index, queries[lo:hi], k + int(exclude_self))  # [b, k(+1)]
         if exclude_self:

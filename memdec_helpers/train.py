@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .artifacts import atomic_write_json, config_hash, read_manifest, write_manifest
 from .devices import autocast, autocast_dtype, resolve_device, seed_everything
 from .evaluate import check_context_fits, mix_logprobs, perplexity, token_logprobs, tokens_hash
 from .memdec import memdec_loss, sparse_kl
+from .progress import progress_bar
 from .windows import window_batches
 
 TRAIN_KNOBS = ("beta", "learning_rate", "weight_decay", "warmup_steps", "train_steps",
@@ -189,7 +189,8 @@ def train_memory_decoder(profile: Any, model: Any, train_tokens: np.ndarray, tar
     step, history = state or (0, _new_history(config, profile, starts))
     evaluate = partial(_evaluate, profile, val_tokens=val_tokens, val_targets=val_targets,
                        val_base_logprobs=val_base_logprobs)
-    bar = tqdm(total=profile.train_steps, initial=step, desc="train MemDec", disable=not progress)
+    bar = progress_bar(total=profile.train_steps, initial=step, desc="train MemDec",
+                       disable=not progress)
     while step < profile.train_steps:
         record = _train_step(profile, model, optimizer, scaler, train_tokens, targets, starts,
                              step, device, amp)
