@@ -5,7 +5,8 @@ generate, plots, profiles, run; `pipeline` chains them with on-disk caching for 
 """
 from . import progress  # first: imports tqdm.auto quietly before transformers/datasets do
 from . import (artifacts, corpus, datastore, evaluate, generate, index, knn, knnlm, memdec,
-               models, pipeline, plots, profiles, publish, targets, train, windows)
+               models, pipeline, plain_training, plots, profiles, publish, targets, train,
+               windows)
 from .corpus import load_corpus
 from .datastore import build_datastore, extract_keys, load_datastore
 from .evaluate import mix_logprobs, perplexity, token_logprobs
