@@ -9,6 +9,7 @@ build errors later) or if a file git tracks under memdec_helpers/ is missing fro
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,9 +38,13 @@ def tracked_package_files() -> set[str]:
 
 
 def main() -> int:
+    leftovers = [ROOT / "build", ROOT / "memdec_helpers.egg-info"]  # setuptools builds in-tree
+    existed = {path for path in leftovers if path.exists()}
     with tempfile.TemporaryDirectory() as tmp:
         wheel, lines = build_wheel(Path(tmp))
         shipped = set(zipfile.ZipFile(wheel).namelist())
+    for path in set(leftovers) - existed:
+        shutil.rmtree(path, ignore_errors=True)
     warnings = [line for line in lines if WARNING.search(line)]
     missing = sorted(tracked_package_files() - shipped)
     print(f"{wheel.name}: {len(shipped)} files; build output {len(lines)} lines, "
