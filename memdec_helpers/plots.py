@@ -83,8 +83,7 @@ def training_curves(history: dict[str, Any]) -> Any:
     """Loss, KL and CE per step (left) and validation perplexities per evaluation (right)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
     steps = history["steps"]
-    names = {"loss": "loss = β·KL + (1−β)·CE", "kl": "KL(p_kNN ‖ p_Mem)", "ce": "CE (next token)"}
-    for key, name in names.items():
+    for key, name in LOSS_TERMS.items():
         left.plot([s["step"] for s in steps], [s[key] for s in steps], label=name, lw=1)
     left.set(xlabel="step", ylabel="nats per position", title="training objective")
     left.legend()
@@ -150,6 +149,22 @@ def lines(x: Sequence[float], series: dict[str, Sequence[float]], xlabel: str, y
     fig.tight_layout()
     return fig
 
+
+LOSS_TERMS = {"loss": "loss = β·KL + (1−β)·CE", "kl": "KL(p_kNN ‖ p_Mem)", "ce": "CE (next token)"}
+
+
+def compare_runs(runs: dict[str, list[dict]], keys: Sequence[str] = ("kl", "ce"),
+                 title: str = "") -> Any:
+    """One panel per loss term (loss, kl, ce), one curve per run: per-step records of
+    training runs (e.g. the correct loss against the seed's float() bug)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, history in runs.items():
+            ax.plot([h["step"] for h in history], [h[key] for h in history], label=name, lw=1.2)
+        ax.set(xlabel="step", ylabel=f"{LOSS_TERMS.get(key, key)} (nats)", title=title)
+        ax.legend()
+    fig.tight_layout()
+    return fig
 
 # --- the course map ------------------------------------------------------------------------
 

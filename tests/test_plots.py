@@ -31,6 +31,8 @@ def every_plot() -> dict[str, matplotlib.figure.Figure]:
                                      xlabel="count in the training split"),
         "lines": plots.lines([1, 4, 16], {"τ = 1": [3, 2, 1], "base alone": [4, 4, 4]}, "k",
                              "perplexity", logx=True),
+        "compare_runs": plots.compare_runs({"correct loss": HISTORY["steps"],
+                                            "float() bug": HISTORY["steps"]}),
     }
 
 
@@ -61,6 +63,12 @@ def test_training_curves_name_the_loss_terms():
     ("DAPT", "DAPT"), ("τ = 3", None), ("learning rate", None), ("validation", None)])
 def test_labels_map_to_one_method(label, method):
     assert plots.method_of(label) == method
+
+
+def test_compare_runs_has_a_panel_per_term_and_a_curve_per_run():
+    fig = plots.compare_runs({"a": HISTORY["steps"], "b": HISTORY["steps"][:5]}, keys=("loss", "kl", "ce"))
+    assert [ax.get_ylabel() for ax in fig.axes] == [f"{plots.LOSS_TERMS[k]} (nats)" for k in ("loss", "kl", "ce")]
+    assert [len(line.get_xdata()) for line in fig.axes[1].get_lines()] == [10, 5]
 
 
 def test_one_distinct_colour_per_method_in_every_plot():
