@@ -228,7 +228,8 @@ def knn_row(answer: Any, distances_row: Any, tokens_row: Any, temperature: float
     """Lesson 02: p_kNN of one query with a plain loop; compared with knn_distribution."""
     function = _given(answer)
     if not callable(function):
-        raise WrongAnswer("knn_row should be a function: def knn_row(distances_row, tokens_row, temperature)")
+        raise WrongAnswer("knn_row should be a function: "
+                          "def knn_row(distances_row, tokens_row, temperature)")
     d, tokens = _f64(distances_row), np.asarray(tokens_row)
     mine = _given(function(d, tokens, temperature))
     if not isinstance(mine, dict):
@@ -331,11 +332,13 @@ def choose_alpha(answer: Any, base_logprobs: Any, memdec_logprobs: Any, grid: An
         if np.allclose(ppls, swapped, rtol=1e-6):
             raise WrongAnswer("α is the weight of the Memory Decoder: α·p_Mem + (1−α)·p_LM")
         bad = int(np.flatnonzero(~np.isclose(ppls, right, rtol=1e-6))[0])
-        raise WrongAnswer(f"at α = {grid[bad]} the perplexity is {right[bad]:.4f}, you have {ppls[bad]:.4f}")
+        raise WrongAnswer(f"at α = {grid[bad]} the perplexity is {right[bad]:.4f}, "
+                          f"you have {ppls[bad]:.4f}")
     best = grid[int(np.argmin(right))]
     if float(alpha) != best:
-        why = "the best α has the LOWEST perplexity" if float(alpha) == grid[int(np.argmax(right))] else \
-            "pick the α of the grid with the lowest perplexity"
+        worst = grid[int(np.argmax(right))]
+        why = ("the best α has the LOWEST perplexity" if float(alpha) == worst
+               else "pick the α of the grid with the lowest perplexity")
         raise WrongAnswer(f"{why}: α = {best} (perplexity {min(right):.2f}), not {alpha}")
     table = "" if chosen is None else f"; the results table uses α = {chosen}"
     if chosen is not None and float(chosen) != best:

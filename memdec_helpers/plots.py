@@ -192,12 +192,12 @@ STAGES = {
                    ("03", "06"), "MemDec alone"),
     "query": Stage(5.2, BOTTOM, f"a new context:\nthe base LM gives\nits key $q$ and {P_LM}",
                    ("02", "04"), "base"),
-    "knnlm": Stage(7.3, BOTTOM, "kNN-LM\n" r"$\lambda\, p_{\mathrm{kNN}} + (1-\lambda)\, p_{\mathrm{LM}}$"
-                   "\na search per token", ("02", "04", "06"), "base + kNN-LM"),
+    "knnlm": Stage(7.3, BOTTOM, "kNN-LM\n" r"$\lambda\, p_{\mathrm{kNN}} + (1-\lambda)\,$"
+                   f"{P_LM}\na search per token", ("02", "04", "06"), "base + kNN-LM"),
     "bases": Stage(9.4, BOTTOM, f"any base LM with\nthe same tokenizer\ngives {P_LM}",
                    ("04", "05"), "base"),
-    "mix": Stage(11.5, BOTTOM, "base + MemDec\n" r"$\alpha\, p_{\mathrm{Mem}} + (1-\alpha)\, p_{\mathrm{LM}}$"
-                 "\nno retrieval", ("04", "05"), "base + MemDec"),
+    "mix": Stage(11.5, BOTTOM, "base + MemDec\n" r"$\alpha\, p_{\mathrm{Mem}} + (1-\alpha)\,$"
+                 f"{P_LM}\nno retrieval", ("04", "05"), "base + MemDec"),
 }
 # (from, to, label of a vertical arrow, dashed)
 ARROWS = [("corpus", "base", "", False), ("base", "datastore", "", False),

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def load_publish(root: Path) -> ModuleType:
     """memdec_helpers/publish.py of `root`, loaded by path (no torch import)."""
-    spec = importlib.util.spec_from_file_location("memdec_publish", root / "memdec_helpers" / "publish.py")
+    path = root / "memdec_helpers" / "publish.py"
+    spec = importlib.util.spec_from_file_location("memdec_publish", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -114,7 +114,8 @@ def cost_case():
 
 
 def first_k_case():
-    keys, queries = RNG.normal(size=(500, 8)).astype(np.float32), RNG.normal(size=(60, 8)).astype(np.float32)
+    keys = RNG.normal(size=(500, 8)).astype(np.float32)
+    queries = RNG.normal(size=(60, 8)).astype(np.float32)
     vals, next_tokens = RNG.integers(0, 6, 500), RNG.integers(0, 6, 60)
     index = faiss.IndexFlatL2(8)
     index.add(keys)

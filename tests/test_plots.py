@@ -43,7 +43,8 @@ def test_every_plot_labels_both_axes_and_has_a_complete_legend(name):
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel(), f"{name}: unlabelled axis"
         legend = ax.get_legend()
-        drawn = [h.get_label() for h in ax.get_lines() + ax.containers if not h.get_label().startswith("_")]
+        drawn = [h.get_label() for h in ax.get_lines() + ax.containers
+                 if not h.get_label().startswith("_")]
         if drawn:
             assert legend is not None and [t.get_text() for t in legend.get_texts()] == drawn
 
@@ -66,8 +67,9 @@ def test_labels_map_to_one_method(label, method):
 
 
 def test_compare_runs_has_a_panel_per_term_and_a_curve_per_run():
-    fig = plots.compare_runs({"a": HISTORY["steps"], "b": HISTORY["steps"][:5]}, keys=("loss", "kl", "ce"))
-    assert [ax.get_ylabel() for ax in fig.axes] == [f"{plots.LOSS_TERMS[k]} (nats)" for k in ("loss", "kl", "ce")]
+    keys = ("loss", "kl", "ce")
+    fig = plots.compare_runs({"a": HISTORY["steps"], "b": HISTORY["steps"][:5]}, keys=keys)
+    assert [ax.get_ylabel() for ax in fig.axes] == [f"{plots.LOSS_TERMS[k]} (nats)" for k in keys]
     assert [len(line.get_xdata()) for line in fig.axes[1].get_lines()] == [10, 5]
 
 

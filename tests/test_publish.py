@@ -22,7 +22,8 @@ def sample_repo(tmp_path: Path) -> Path:
     (tmp_path / "memdec_helpers").mkdir()
     (tmp_path / "memdec_helpers" / "publish.py").write_text(Path(publish.__file__).read_text())
     (tmp_path / "README.md").write_text(f"| 00 | [![Open In Colab](badge.svg)]({OLD}) |\nsee {PAPER}\n")
-    (tmp_path / "pyproject.toml").write_text('[project.urls]\nRepository = "https://github.com/old-owner/old-name"\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[project.urls]\nRepository = "https://github.com/old-owner/old-name"\n')
     cells = [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": [f"[badge]({OLD})"]},
              {"cell_type": "code", "id": "b", "metadata": {}, "execution_count": 1,
               "outputs": [{"name": "stdout", "output_type": "stream", "text": ["old\n"]}],
@@ -53,7 +54,8 @@ def test_script_sets_the_address_then_everything_follows(tmp_path):
     assert run_script(root, "--check").returncode == 1  # old addresses are stale
     done = run_script(root, "https://github.com/real/course", "--setup-cells")
     assert done.returncode == 0, done.stderr
-    assert 'REPO_URL = "https://github.com/real/course"' in (root / "memdec_helpers" / "publish.py").read_text()
+    publish_py = (root / "memdec_helpers" / "publish.py").read_text()
+    assert 'REPO_URL = "https://github.com/real/course"' in publish_py
     readme = (root / "README.md").read_text()
     assert "github/real/course/blob/main/notebooks/00_x.ipynb" in readme and PAPER in readme
     assert 'Repository = "https://github.com/real/course"' in (root / "pyproject.toml").read_text()
