@@ -3,7 +3,7 @@
 In a lesson:
 
     my_ppl = ...  # your answer
-    ex.check("perplexity", my_ppl, logprobs=logprobs)
+    ex.check("perplexity_by_hand", my_ppl, logprobs=logprobs)
 
 `check` prints a hint while the answer is still `...` (or a function whose body is `...`), a
 ✓ line when it is right, and raises `WrongAnswer` saying what is wrong otherwise. Solutions
@@ -74,9 +74,9 @@ def solution(name: str, **context: Any) -> Any:
     return solve(**{k: v for k, v in context.items() if k in wanted})
 
 
-def check(name: str, answer: Any, **context: Any) -> Any:
-    """Check `answer` to exercise `name` (see the module docstring); returns the answer
-    checked (the solution when MEMDEC_SOLUTIONS stood in for a stub)."""
+def check(name: str, answer: Any, **context: Any) -> None:
+    """Check `answer` to exercise `name` (see the module docstring); prints the verdict and
+    returns nothing (a check cell shows no value)."""
     if name not in EXERCISES:
         raise ValueError(f"no exercise {name!r}; exercises: {', '.join(sorted(EXERCISES))}")
     task = EXERCISES[name]
@@ -91,7 +91,6 @@ def check(name: str, answer: Any, **context: Any) -> Any:
         print(f"✎ Exercise {name!r} is not answered yet: {task.task}.\n  Hint: {task.hint}.")
     else:
         print(f"✓ {message}")
-    return answer
 
 
 def _verify(task: Exercise, answer: Any, context: dict[str, Any]) -> str | None:
