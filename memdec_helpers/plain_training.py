@@ -23,9 +23,8 @@ def plain_memdec_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_pro
     labels); sparse targets [B, T, m] with probability 0 on padding."""
     log_q = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V] log p_Mem
     log_q_at_targets = log_q.gather(-1, target_ids)  # [B, T, m] log p_Mem of the kNN tokens
-    if seed_bug:  # the seed notebook's line: float() turns every log-prob into a plain number
-        log_q_at_targets = torch.tensor([float(v) for v in log_q_at_targets.flatten().cpu()],
-                                        device=logits.device).view_as(log_q_at_targets)
+    if seed_bug:  # the seed's bug: log-probs read out as Python floats (its float(), here .tolist())
+        log_q_at_targets = torch.tensor(log_q_at_targets.tolist(), device=logits.device)
     p = target_probs.float()  # [B, T, m] p_kNN
     log_p = torch.where(p > 0, p.log(), torch.zeros_like(p))  # 0 · log 0 = 0 on padding
     kl = (p * (log_p - log_q_at_targets)).sum(-1).mean()  # KL(p_kNN ‖ p_Mem), mean over positions
