@@ -18,7 +18,8 @@ from .train import batch_sequences, lr_factor, make_batch, make_optimizer, seque
 
 
 def plain_memdec_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
-                      labels: torch.Tensor, beta: float, seed_bug: bool = False):
+                      labels: torch.Tensor, beta: float,
+                      seed_bug: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, kl, ce): β·KL(p_kNN ‖ p_Mem) + (1−β)·CE, means over all positions (no ignored
     labels); sparse targets [B, T, m] with probability 0 on padding."""
     log_q = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V] log p_Mem
