@@ -133,7 +133,7 @@ def _near(a: float, b: float, rtol: float = 1e-5) -> bool:
 def _f64(values: Any) -> np.ndarray:
     """A float64 numpy copy of an array or tensor."""
     if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
+        values = values.detach().cpu().double().numpy()  # also bf16, which numpy lacks
     return np.asarray(values, dtype=np.float64)
 
 

@@ -187,3 +187,10 @@ def test_the_results_table_alpha_is_checked_too(capsys):
 def test_unknown_exercise_is_refused():
     with pytest.raises(ValueError, match="no exercise 'nope'; exercises: choose_alpha"):
         ex.check("nope", 1)
+
+
+def test_half_precision_tensors_are_accepted(capsys):
+    """A GPU profile hands bf16 keys and tensors to the checks (numpy has no bf16)."""
+    key = torch.linspace(-3, 3, 32)
+    ex.check("datastore_key", key.numpy(), stored_key=key.bfloat16())
+    assert capsys.readouterr().out.startswith("✓ ")
