@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .artifacts import (array_hash, atomic_save_npy, clear_stage, read_manifest, stage_dir,
                         stage_is_current, stage_lock, write_manifest)
 from .hub import from_hub
 from .models import load_tokenizer
 from .profiles import Profile
+from .progress import progress_bar
 
 CORPORA_DIR = Path(__file__).parent / "data" / "corpora"
 SPLITS = ("train", "validation", "test")
@@ -179,7 +179,7 @@ def _tokenize_splits(profile: Any, splits: dict[str, list[tuple[str, str]]], cap
     """split -> (token stream, names of the documents in it)."""
     tokenizer = load_tokenizer(profile)
     return {s: _tokenize_until(tokenizer, splits[s], caps.get(s))
-            for s in tqdm(SPLITS, desc="tokenizing", disable=not progress)}
+            for s in progress_bar(SPLITS, desc="tokenizing", disable=not progress)}
 
 
 def _caps(config: dict[str, Any]) -> dict[str, int | None]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from functools import partial
 from typing import Any, Callable, Iterator, Protocol
 
+import numpy as np
 import torch
 
 from .devices import resolve_device
@@ -191,3 +193,24 @@ def _decode(base: CachedLM, mem: NextTokenSource | None, alpha: float, ids: torc
 def decode_continuations(tokenizer: Any, ids: torch.Tensor, prompt_length: int) -> list[str]:
     """The generated part of each row, as text."""
     return tokenizer.batch_decode(ids[:, prompt_length:], skip_special_tokens=True)
+
+
+def median_ms_per_token(runs: dict[str, Callable[[int], Any]], new_tokens: int, repeats: int = 5,
+                        warmup_tokens: int = 4, clock: Callable[[], float] = time.perf_counter
+                        ) -> dict[str, float]:
+    """Milliseconds per generated token of each run (`run(n)` generates n tokens): the median of
+    `repeats` rounds in which the runs alternate, so a burst of load on a shared machine moves
+    one round, not one method."""
+    if new_tokens < 1 or repeats < 1:
+        raise ValueError(f"new_tokens={new_tokens} and repeats={repeats} must be >= 1")
+    for run in runs.values():
+        run(warmup_tokens)  # first calls pay for allocations and lazy initialisation
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = clock()
+            run(new_tokens)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # GPU work is asynchronous: wait before reading the clock
+            seconds[name].append(clock() - start)
+    return {name: 1e3 * float(np.median(s)) / new_tokens for name, s in seconds.items()}

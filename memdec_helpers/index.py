@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch  # noqa: F401  before faiss: loaded after faiss's OpenMP, torch and faiss
 import faiss  # interleaved (kNN-LM decoding) ran 2x slower on 2 cores (benchmarks/speed.py)
-from tqdm import tqdm
 
 from .artifacts import (atomic_path, clear_stage, read_manifest, stage_dir, stage_is_current,
                         stage_lock, write_manifest)
 from .profiles import INDEX_TYPES, Profile
+from .progress import progress_bar
 
 INDEX_FILE = "index.faiss"
 ADD_CHUNK = 65_536  # keys converted to float32 and added per step (bounded memory)
@@ -141,7 +141,7 @@ def set_nprobe(index: Any, nprobe: int) -> None:
 def add_keys(index: Any, keys: np.ndarray, progress: bool) -> None:
     """Add all keys in float32 chunks, so the datastore is never held in float32 at once."""
     starts = range(0, len(keys), ADD_CHUNK)
-    for start in tqdm(starts, desc="index add", disable=not progress):
+    for start in progress_bar(starts, desc="index add", disable=not progress):
         index.add(np.ascontiguousarray(keys[start:start + ADD_CHUNK], dtype=np.float32))
 
 
@@ -258,7 +258,7 @@ def search(index: Any, queries: Any, k: int, batch_size: int = 4096,
     q = len(queries)
     distances = np.empty((q, k), dtype=np.float32)  # [Q, k]
     indices = np.empty((q, k), dtype=np.int64)  # [Q, k]
-    for start in tqdm(range(0, q, batch_size), desc="search", disable=not progress):
+    for start in progress_bar(range(0, q, batch_size), desc="search", disable=not progress):
         batch = np.ascontiguousarray(queries[start:start + batch_size], dtype=np.float32)
         if not np.isfinite(batch).all():
             raise ValueError(

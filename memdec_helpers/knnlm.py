@@ -12,12 +12,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .datastore import capture_keys
 from .generate import generate
 from .index import search
 from .knn import knn_distribution, knn_token_logprobs
+from .progress import progress_bar
 
 
 def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarray,
@@ -34,7 +34,8 @@ def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarr
                          "must be non-empty and have one entry per query")
     vals = np.asarray(datastore_vals)
     out = {t: np.empty(len(next_tokens), dtype=np.float32) for t in temperatures}
-    for lo in tqdm(range(0, len(next_tokens), batch_size), desc="kNN-LM", disable=not progress):
+    for lo in progress_bar(range(0, len(next_tokens), batch_size), desc="kNN-LM",
+                           disable=not progress):
         hi = min(lo + batch_size, len(next_tokens))
         distances, indices = search(index, query_keys[lo:hi], k)  # [b, k]
         tokens = vals[indices]  # [b, k]

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .artifacts import config_hash, stage_dir
 from .corpus import load_corpus
@@ -25,6 +24,7 @@ from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id
 from .notebook import check_parameters
 from .profiles import Profile, check_overrides, load_profile, parse_memdec_init
+from .progress import progress_bar, quiet_library_bars
 from .results import decoder_rows, results_table
 from .targets import Targets, build_eval_targets, build_neighbours, build_targets
 from .train import is_finished, train_config, train_memory_decoder
@@ -43,6 +43,7 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
     else:
         profile = load_profile(profile, **overrides)
     seed_everything(profile.seed)
+    quiet_library_bars()  # in a saved notebook (MEMDEC_PROGRESS=line/off): no library bars
     if verbose:
         device = resolve_device(profile.device)
         gpu = f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""
@@ -283,7 +284,7 @@ def short_runs(profile: Profile, settings: dict[Any, dict[str, Any]],
     if workers > 1 and len(todo) > 1 and resolve_device(profile.device).type == "cpu":
         _train_in_workers(profile, todo, workers)
     return {label: short_run(profile, **knobs)
-            for label, knobs in tqdm(settings.items(), desc="short runs", leave=False)}
+            for label, knobs in progress_bar(settings.items(), desc="short runs", leave=False)}
 
 
 def _short_run_done(profile: Profile, knobs: dict[str, Any]) -> bool:
@@ -312,8 +313,8 @@ def _train_in_workers(profile: Profile, todo: list[dict[str, Any]], workers: int
     context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         jobs = [pool.submit(_short_run_job, profile, knobs) for knobs in todo]
-        for job in tqdm(jobs, desc=f"training {len(todo)} short runs, {workers} at a time",
-                        leave=False):
+        for job in progress_bar(jobs, desc=f"training {len(todo)} short runs, {workers} at a time",
+                                leave=False):
             job.result()  # re-raises a worker's error here
 
 

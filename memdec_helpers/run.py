@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,9 +67,20 @@ def strip_metadata(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def run_notebook(path: Path, out_path: Path, profile: str, parameters: dict[str, Any]) -> float:
-    import papermill as pm
+def import_papermill() -> Any:
+    """papermill, or a ValueError that says how to get it (it is the `batch` extra)."""
+    try:
+        import papermill
+    except ImportError as err:
+        raise ValueError("the batch runner needs papermill: pip install 'memdec_helpers[batch]' "
+                         "(bash scripts/course.sh installs it)") from err
+    return papermill
 
+
+def run_notebook(path: Path, out_path: Path, profile: str, parameters: dict[str, Any]) -> float:
+    """Execute one lesson with papermill (progress bars as one final line); seconds taken."""
+    pm = import_papermill()
+    os.environ.setdefault("MEMDEC_PROGRESS", "line")  # the kernel inherits it
     start = time.time()
     pm.execute_notebook(str(path), str(out_path), parameters={"PROFILE": profile, **parameters},
                         kernel_name="python3", cwd=str(path.parent), progress_bar=False,

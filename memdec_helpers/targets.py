@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .artifacts import (PROGRESS, array_hash, atomic_write_json, check_stage_name, clear_stage,
                         open_memmap, read_manifest, resume_point, stage_dir, stage_is_current,
@@ -20,6 +19,7 @@ from .artifacts import (PROGRESS, array_hash, atomic_write_json, check_stage_nam
 from .index import index_identity, search
 from .knn import knn_distribution, top_m
 from .profiles import Profile
+from .progress import progress_bar
 
 CHUNK = 8192  # queries searched and written per step (a resume restarts at a chunk boundary)
 FILES = ("ids.i32", "probs.f16", "mass.f16")
@@ -110,7 +110,7 @@ def build_neighbours(profile: Profile, datastore: Any, index: Any, k: int,
             clear_stage(directory)
             distances = open_memmap(directory / ".distances.f32.part", np.float32, (n, k), "w+")
             rows = open_memmap(directory / ".rows.i32.part", np.int32, (n, k), "w+")
-            for lo in tqdm(range(0, n, CHUNK), desc="neighbours", disable=not progress):
+            for lo in progress_bar(range(0, n, CHUNK), desc="neighbours", disable=not progress):
                 hi = min(lo + CHUNK, n)
                 distances[lo:hi], rows[lo:hi] = search(index, datastore.keys[lo:hi], k)  # [b, k]
             distances.flush(), rows.flush()
@@ -194,8 +194,8 @@ def _write_targets(profile: Profile, directory: Path, config: dict, nearest: Any
     ids = open_memmap(directory / ".ids.i32.part", np.int32, (n, m), mode)
     probs = open_memmap(directory / ".probs.f16.part", np.float16, (n, m), mode)
     mass = open_memmap(directory / ".mass.f16.part", np.float16, (n,), mode)
-    for lo in tqdm(range(done, n, CHUNK), desc="targets", disable=not progress,
-                   initial=done // CHUNK, total=-(-n // CHUNK)):
+    for lo in progress_bar(range(done, n, CHUNK), desc="targets", disable=not progress,
+                           initial=done // CHUNK, total=-(-n // CHUNK)):
         hi = min(lo + CHUNK, n)
         distances, indices = nearest(lo, hi)  # [b, k(+1)]
         if exclude_self:

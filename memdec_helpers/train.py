@@ -23,7 +23,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from tqdm import tqdm
 
 from .artifacts import atomic_write_json, config_hash, read_manifest, stage_lock, write_manifest
 from .devices import autocast, autocast_dtype, resolve_device, seed_everything
@@ -31,6 +30,7 @@ from .evaluate import mix_logprobs, perplexity, token_logprobs
 from .memdec import memdec_loss, sparse_kl
 from .models import check_context_fits, weights_fingerprint
 from .profiles import Profile
+from .progress import progress_bar
 from .windows import tokens_hash, window_batches
 
 TRAIN_KNOBS = ("beta", "learning_rate", "weight_decay", "warmup_steps", "train_steps",
@@ -179,8 +179,8 @@ def train_memory_decoder(profile: Profile, model: Any, train_tokens: np.ndarray,
         state = _start(profile, model, config, starts, out_dir, resume)
         evaluate = partial(_evaluate, profile, val_tokens=val_tokens, val_targets=val_targets,
                            val_base_logprobs=val_base_logprobs)
-        bar = tqdm(total=profile.train_steps, initial=state.step, desc="train MemDec",
-                   disable=not progress)
+        bar = progress_bar(total=profile.train_steps, initial=state.step, desc="train MemDec",
+                           disable=not progress)
         while state.step < profile.train_steps:
             record = _train_step(profile, state, train_tokens, targets, starts)
             bar.update(1)

@@ -14,7 +14,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
+
+from .progress import progress_bar
 
 from .artifacts import array_hash
 
@@ -117,8 +118,8 @@ def window_batches(token_ids: Any, context_length: int, stride: int, batch_size:
 def _iter_batches(tokens: torch.Tensor, plan: WindowPlan, batch_size: int, progress: bool,
                   desc: str, start_window: int):
     offsets = torch.arange(plan.length - 1)[None, :]  # [1, L-1]
-    bar = tqdm(total=plan.num_windows, initial=start_window, desc=desc, disable=not progress,
-               unit="win")
+    bar = progress_bar(total=plan.num_windows, initial=start_window, desc=desc,
+                       disable=not progress, unit="win")
     for lo in range(start_window, plan.num_windows, batch_size):
         starts = plan.starts[lo: lo + batch_size]  # [b]
         ids = gather_windows(tokens, starts, plan.length)  # [b, L]

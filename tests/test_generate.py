@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import make_gpt2
-from memdec_helpers.generate import filter_logits, generate
+from memdec_helpers.generate import filter_logits, generate, median_ms_per_token
 
 PROMPT = torch.tensor([[5, 17, 3, 42, 8], [1, 2, 3, 4, 5]])
 
@@ -126,3 +126,22 @@ def test_errors(models):
         generate(base, mem, PROMPT + 200, 2)
     with pytest.raises(ValueError, match="input_ids"):
         generate(base, mem, PROMPT[:, :0], 2)
+
+
+def test_median_ms_per_token_alternates_runs_and_ignores_a_burst():
+    now, calls = [0.0], []
+
+    def run(name: str, seconds_per_token: float):
+        def go(n: int) -> None:
+            calls.append((name, n))
+            burst = 5.0 if len(calls) == 4 else 0.0  # one slow call, as under load
+            now[0] += n * seconds_per_token + burst
+        return go
+
+    runs = {"base": run("base", 0.001), "base + MemDec": run("mem", 0.002)}
+    cost = median_ms_per_token(runs, new_tokens=10, repeats=3, clock=lambda: now[0])
+    assert calls[:2] == [("base", 4), ("mem", 4)]  # warm-up first
+    assert [c[0] for c in calls[2:]] == ["base", "mem"] * 3  # interleaved rounds
+    assert cost == pytest.approx({"base": 1.0, "base + MemDec": 2.0})
+    with pytest.raises(ValueError, match="repeats=0"):
+        median_ms_per_token(runs, 10, repeats=0)

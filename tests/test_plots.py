@@ -1,0 +1,125 @@
+"""Figures: labelled axes and complete legends on every plot, one colour per method, the
+course map and the "you are here" strip."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from memdec_helpers import plots  # noqa: E402
+
+HISTORY = {"steps": [{"step": i, "loss": 3.0 - i / 50, "kl": 2.0, "ce": 4.0} for i in range(1, 11)],
+           "evals": [{"step": 5, "val_ppl": 90.0, "val_mix_ppl": 80.0},
+                     {"step": 10, "val_ppl": 85.0, "val_mix_ppl": 75.0}]}
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def every_plot() -> dict[str, matplotlib.figure.Figure]:
+    grid = np.linspace(0, 1, 5)
+    return {
+        "distribution_bars": plots.distribution_bars(["a", "b"], {"base LM": np.array([0.6, 0.4]),
+                                                                  "kNN": np.array([1.0, 0.0])}),
+        "training_curves": plots.training_curves(HISTORY),
+        "sweep_curve": plots.sweep_curve(grid, grid + 1, "α", best=0.5, label="base + MemDec"),
+        "bar_chart": plots.bar_chart(["unseen", "≥1000"], [-0.2, 0.3], "gain (nats)",
+                                     xlabel="count in the training split"),
+        "lines": plots.lines([1, 4, 16], {"τ = 1": [3, 2, 1], "base alone": [4, 4, 4]}, "k",
+                             "perplexity", logx=True),
+        "compare_runs": plots.compare_runs({"correct loss": HISTORY["steps"],
+                                            "float() bug": HISTORY["steps"]}),
+    }
+
+
+@pytest.mark.parametrize("name", list(every_plot()))
+def test_every_plot_labels_both_axes_and_has_a_complete_legend(name):
+    fig = every_plot()[name]
+    assert isinstance(fig, matplotlib.figure.Figure)
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel(), f"{name}: unlabelled axis"
+        legend = ax.get_legend()
+        drawn = [h.get_label() for h in ax.get_lines() + ax.containers
+                 if not h.get_label().startswith("_")]
+        if drawn:
+            assert legend is not None and [t.get_text() for t in legend.get_texts()] == drawn
+
+
+def test_training_curves_name_the_loss_terms():
+    left = plots.training_curves(HISTORY).axes[0]
+    assert left.get_ylabel() == "nats per position"
+    assert [t.get_text() for t in left.get_legend().get_texts()] == [
+        "loss = β·KL + (1−β)·CE", "KL(p_kNN ‖ p_Mem)", "CE (next token)"]
+
+
+@pytest.mark.parametrize("label, method", [
+    ("base", "base"), ("base LM", "base"), ("base 1", "base"), ("base alone", "base"),
+    ("kNN", "kNN"), ("mean entropy of p_kNN", "kNN"), ("base + kNN-LM (λ, τ=3)", "base + kNN-LM"),
+    ("base 0 + kNN-LM", "base + kNN-LM"), ("MemDec alone", "MemDec alone"),
+    ("base 1 + MemDec (best α = 0.60)", "base + MemDec"), ("base + MemDec (α=0.5)", "base + MemDec"),
+    ("DAPT", "DAPT"), ("τ = 3", None), ("learning rate", None), ("validation", None)])
+def test_labels_map_to_one_method(label, method):
+    assert plots.method_of(label) == method
+
+
+def test_compare_runs_has_a_panel_per_term_and_a_curve_per_run():
+    keys = ("loss", "kl", "ce")
+    fig = plots.compare_runs({"a": HISTORY["steps"], "b": HISTORY["steps"][:5]}, keys=keys)
+    assert [ax.get_ylabel() for ax in fig.axes] == [f"{plots.LOSS_TERMS[k]} (nats)" for k in keys]
+    assert [len(line.get_xdata()) for line in fig.axes[1].get_lines()] == [10, 5]
+
+
+def test_one_distinct_colour_per_method_in_every_plot():
+    colors = plots.METHOD_COLORS
+    assert len(set(colors.values())) == len(colors) == 6
+    fig = plots.sweep_curve([0, 1], [2, 1], "α", label="base 1 + MemDec")
+    line = fig.axes[0].get_lines()[0]
+    assert matplotlib.colors.to_hex(line.get_color()).upper() == colors["base + MemDec"]
+    assert line.get_linestyle() == "--"  # the second base model
+    bars = plots.bar_chart(["base 0", "base 0 + kNN-LM"], [1, 2], "ms").axes[0].patches
+    assert [matplotlib.colors.to_hex(b.get_facecolor()).upper() for b in bars] == [
+        colors["base"], colors["base + kNN-LM"]]
+    assert plots.COLORS["MemDec"] == colors["base + MemDec"]  # older name, same colour
+
+
+def box_texts(fig) -> dict[str, matplotlib.text.Text]:
+    return {t.get_text(): t for t in fig.axes[0].texts}
+
+
+def lit(fig, stage: str) -> bool:
+    """Whether the box of `stage` is drawn lit (its text in black)."""
+    return box_texts(fig)[plots.STAGES[stage].text].get_color() == "black"
+
+
+def test_pipeline_diagram_shows_every_stage_and_lights_a_lesson():
+    fig = plots.pipeline_diagram()
+    text = " ".join(box_texts(fig))
+    for words in ("domain corpus", "base LM", "datastore", "kNN search", "targets",
+                  "Memory Decoder", "kNN-LM", "base + MemDec", "retrieval at inference"):
+        assert words in text
+    assert all(lit(fig, stage) for stage in plots.STAGES)
+    lesson3 = plots.pipeline_diagram("03")
+    assert lit(lesson3, "train") and lit(lesson3, "targets") and not lit(lesson3, "corpus")
+    assert plots.pipeline_diagram(3).axes[0].texts[0].get_text() == lesson3.axes[0].texts[0].get_text()
+    only = plots.pipeline_diagram(["datastore"])
+    assert lit(only, "datastore") and not lit(only, "search")
+    with pytest.raises(ValueError, match="lesson=.*00, 01"):
+        plots.pipeline_diagram(9)
+    with pytest.raises(ValueError, match="stages are"):
+        plots.pipeline_diagram(["nowhere"])
+
+
+def test_you_are_here_marks_one_lesson():
+    fig = plots.you_are_here("03_training")
+    texts = box_texts(fig)
+    assert len([t for t in texts if " · " in t]) == len(plots.LESSONS)
+    assert texts["03 · training"].get_weight() == "bold"
+    assert texts["02 · kNN & kNN-LM"].get_weight() == "normal"
+    marker = texts["▲ you are here"]
+    assert marker.get_position()[0] == texts["03 · training"].get_position()[0]  # under 03
+    with pytest.raises(ValueError, match="lesson='12'"):
+        plots.you_are_here("12")
