@@ -86,6 +86,15 @@ def test_one_distinct_colour_per_method_in_every_plot():
     assert plots.COLORS["MemDec"] == colors["base + MemDec"]  # older name, same colour
 
 
+
+def test_colors_name_every_method_the_lessons_colour_by_hand():
+    for name in ("base", "kNN", "base + kNN-LM", "MemDec alone", "base + MemDec", "DAPT"):
+        assert plots.COLORS[name] == plots.METHOD_COLORS[name]
+    fig = plots.sweep_curve([0, 1], [2, 1], "α", label="base 1 + MemDec", color="#8C564B")
+    line = fig.axes[0].get_lines()[0]
+    assert matplotlib.colors.to_hex(line.get_color()).upper() == "#8C564B"  # `color` wins
+    assert line.get_linestyle() == "--"  # the rest of the label's style stays
+
 def box_texts(fig) -> dict[str, matplotlib.text.Text]:
     return {t.get_text(): t for t in fig.axes[0].texts}
 

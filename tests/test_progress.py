@@ -1,12 +1,15 @@
 """Progress bars: one summary line (or nothing) where a saved notebook would keep them, live
 bars in a terminal, and no TqdmWarning from tqdm.auto in a kernel without ipywidgets."""
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from tqdm import tqdm
 
+from memdec_helpers import progress
 from memdec_helpers.progress import OneLineBar, progress_bar, progress_mode
 from memdec_helpers.windows import window_batches
 
@@ -88,3 +91,11 @@ def test_no_tqdm_warning_once_the_package_is_imported(first, warned):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == warned, done.stdout + done.stderr
+
+
+def test_every_bar_of_the_package_goes_through_progress_bar():
+    """A direct tqdm in a module would fill a saved notebook again (one bar line per update)."""
+    package = Path(progress.__file__).parent
+    direct = [path.name for path in sorted(package.glob("*.py")) if path.name != "progress.py"
+              and re.search(r"^\s*(from|import) tqdm\b", path.read_text(), re.MULTILINE)]
+    assert direct == [], f"use memdec_helpers.progress.progress_bar in {direct}"
