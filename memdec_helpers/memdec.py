@@ -232,19 +232,3 @@ def memdec_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: to
     kl = _kl_from_gathered(p, gathered[..., :-1])[keep].mean()
     ce = -gathered[..., -1][keep].mean()
     return beta * kl + (1 - beta) * ce, kl, ce
-
-
-def kl_without_gradient_demo(logits: torch.Tensor, target_ids: torch.Tensor,
-                             target_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(buggy, correct) mean KL: the seed notebook's bug next to the fix. The buggy one reads the
-    log-probs as Python floats, so its value is right but no gradient reaches the model."""
-    labels = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
-    _check_loss_inputs(logits, target_ids, target_probs, labels, 0.0)
-    log_q = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
-    correct = sparse_kl(log_q, target_ids, target_probs).mean()
-    p = target_probs.float()  # [B, T, m]
-    at_targets = log_q.gather(-1, _used_ids(target_ids, p))  # [B, T, m]
-    python_floats = at_targets.tolist()  # the bug: plain floats carry no autograd history
-    cut = torch.tensor(python_floats, dtype=torch.float32, device=logits.device)
-    buggy = (_entropy_terms(p) - p * cut).sum(-1).mean()
-    return buggy, correct

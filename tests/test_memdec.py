@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from conftest import make_gpt2
 from memdec_helpers.knn import knn_distribution
-from memdec_helpers.memdec import (build_memory_decoder, check_same_vocabulary,
-                                   kl_without_gradient_demo, memdec_loss)
+from memdec_helpers.memdec import build_memory_decoder, check_same_vocabulary, memdec_loss
 
 B, T, V, K = 2, 5, 11, 6
 
@@ -103,18 +102,6 @@ def test_padding_entries_contribute_nothing():
     extra_pad_ids = torch.cat([ids, torch.full((B, T, 3), -1)], -1)  # more padding columns
     extra_pad_probs = torch.cat([probs, torch.zeros(B, T, 3)], -1)
     torch.testing.assert_close(memdec_loss(logits, extra_pad_ids, extra_pad_probs, labels, 1.0)[0], want)
-
-
-def test_buggy_kl_has_the_value_but_no_gradient():
-    ids, probs = sparse_targets(2)
-    logits = torch.randn(B, T, V, requires_grad=True)
-    buggy, correct = kl_without_gradient_demo(logits, ids, probs)
-    torch.testing.assert_close(buggy, correct.detach())
-    assert not buggy.requires_grad and buggy.grad_fn is None
-    with pytest.raises(RuntimeError):
-        buggy.backward()  # nothing to differentiate: the model would never learn from it
-    correct.backward()
-    assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
 def test_errors():
