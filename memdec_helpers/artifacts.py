@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -226,6 +226,23 @@ def clear_stage(directory: str | os.PathLike) -> None:
         manifest.unlink()
     for p in directory.iterdir():
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def cached_array(directory: str | os.PathLike, config: dict[str, Any],
+                 compute: Callable[[], np.ndarray], filename: str = "array.npy",
+                 **info: Any) -> np.ndarray:
+    """The array saved in the stage `directory` when its manifest matches `config`; else
+    `compute()`, saved with a manifest of `config` and `info` (an info value may be a function
+    of the array), under the stage's lock."""
+    directory = Path(directory)
+    with stage_lock(directory):
+        if stage_is_current(directory, config):
+            return np.load(directory / filename)
+        values = compute()
+        clear_stage(directory)
+        atomic_save_npy(directory / filename, values)
+        write_manifest(directory, config, **{k: v(values) if callable(v) else v for k, v in info.items()})
+        return values
 
 
 def resume_point(directory: str | os.PathLike, expected: dict[str, Any],

@@ -10,8 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .artifacts import (atomic_save_npy, check_stage_name, clear_stage, stage_dir,
-                        stage_is_current, stage_lock, write_manifest)
+from .artifacts import cached_array, check_stage_name, stage_dir
 from .devices import autocast, autocast_dtype
 from .models import (check_context_fits, check_finite, check_token_range, model_id, run_device,
                      weights_fingerprint)
@@ -135,13 +134,8 @@ def cached_token_logprobs(profile: Profile, name: str, model: Any, token_ids: An
     config = {"model_id": model_id, "weights": weights_fingerprint(model), "split": split,
               "tokens": tokens_hash(token_ids),
               **profile.subset("context_length", "stride", "dtype")}
-    directory = stage_dir(profile, "eval", f"{name}-{split}")
-    with stage_lock(directory):
-        if stage_is_current(directory, config):
-            return np.load(directory / "logprobs.npy")
-        values = token_logprobs(model, token_ids, profile.context_length, profile.stride,
-                                profile.batch_size, progress=progress, dtype=profile.dtype)
-        clear_stage(directory)
-        atomic_save_npy(directory / "logprobs.npy", values)
-        write_manifest(directory, config, n=len(values), perplexity=perplexity(values))
-        return values
+    return cached_array(stage_dir(profile, "eval", f"{name}-{split}"), config,
+                        lambda: token_logprobs(model, token_ids, profile.context_length,
+                                               profile.stride, profile.batch_size,
+                                               progress=progress, dtype=profile.dtype),
+                        "logprobs.npy", n=len, perplexity=perplexity)

@@ -13,21 +13,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import config_hash, stage_dir
+from .artifacts import cached_array, config_hash, stage_dir
 from .corpus import load_corpus
 from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
 from .devices import resolve_device, seed_everything
 from .evaluate import cached_token_logprobs
-from .index import Index, build_index, search
+from .index import Index, build_index, index_identity, search
 from .knn import knn_token_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
-from .models import base_model_name, count_parameters, load_base_model, model_id
+from .models import base_model_name, count_parameters, load_base_model, model_id, weights_fingerprint
 from .notebook import check_parameters
 from .profiles import Profile, check_overrides, load_profile, parse_memdec_init
 from .progress import progress_bar, quiet_library_bars
 from .results import decoder_rows, results_table
 from .targets import Targets, build_eval_targets, build_neighbours, build_targets
 from .train import is_finished, train_config, train_memory_decoder
+from .windows import tokens_hash
 
 CORPORA = ("domain", "general")
 
@@ -156,17 +157,38 @@ _KNN: dict[tuple, dict[tuple[int, float], np.ndarray]] = {}
 def knn_logprobs(profile: Profile, split: str, which: int = 0,
                  text: str = "domain") -> dict[tuple[int, float], np.ndarray]:
     """(k, τ) -> log p_kNN(next token) of every position of a split, for the profile's k and τ
-    grids, from base model `which`'s own datastore: one search with the largest k serves all."""
+    grids, from base model `which`'s own datastore: one search with the largest k serves all.
+    Saved in `eval/knn<which>[-general]-<split>/` (lessons 02, 04, 05 and the results table
+    share it) and memoised."""
     key = _key(profile, split, which, text)
     if key not in _KNN:
-        keys, next_tokens = eval_keys(profile, split, which, text)
-        ks = sorted(set(profile.knn_k_grid))
-        distances, rows = search(index(profile, which, False), keys, max(ks))  # [Q, K] nearest first
-        neighbours = np.asarray(datastore(profile, which, False).vals)[rows]  # [Q, K]
-        _KNN[key] = {(k, float(t)): knn_token_logprobs(distances[:, :k], neighbours[:, :k],
-                                                         next_tokens, t)
-                     for k in ks for t in profile.knn_temperature_grid}
+        grid = [(k, float(t)) for k in sorted(set(profile.knn_k_grid))
+                for t in profile.knn_temperature_grid]
+
+        def search_grid() -> np.ndarray:  # [len(grid), Q]
+            keys, next_tokens = eval_keys(profile, split, which, text)
+            distances, rows = search(index(profile, which, False), keys, grid[-1][0])  # nearest first
+            neighbours = np.asarray(datastore(profile, which, False).vals)[rows]  # [Q, K]
+            return np.stack([knn_token_logprobs(distances[:, :k], neighbours[:, :k], next_tokens, t)
+                             for k, t in grid])
+
+        _KNN[key] = dict(zip(grid, _saved_knn_logprobs(profile, split, which, text, grid, search_grid)))
     return _KNN[key]
+
+
+def _saved_knn_logprobs(profile: Profile, split: str, which: int, text: str,
+                        grid: list[tuple[int, float]], compute: Any) -> np.ndarray:
+    """`compute()` cached on disk, keyed on what it depends on: the datastore, the index, the
+    base model that makes the query keys, the split's tokens, the window knobs and the grid."""
+    model, _ = base(profile, which)
+    config = {"datastore": datastore(profile, which, False).manifest["config_hash"],
+              "index": index_identity(index(profile, which, False)), "model_id": model_id(model),
+              "weights": weights_fingerprint(model), "split": split,
+              "tokens": tokens_hash(corpus(profile, text)[split]), "grid": grid,
+              **profile.subset("context_length", "stride", "key_layer", "dtype")}
+    name = f"knn{which}" + ("" if text == "domain" else f"-{text}")
+    return cached_array(stage_dir(profile, "eval", f"{name}-{split}"), config, compute,
+                        "logprobs.npy", shape=lambda values: list(values.shape))
 
 
 def memdec_dir(profile: Profile, name: str = "memdec") -> Any:

@@ -1,12 +1,14 @@
 """Session memoisation keys on the whole profile: a changed knob is never served a result
 computed for another one (it used to be, for split_seed, the split fractions, the tokenizer and
-the index knobs)."""
+the index knobs). kNN-LM log-probs are also saved on disk, keyed on what they depend on."""
 from dataclasses import replace
 from types import SimpleNamespace
 
+import faiss
 import numpy as np
 import pytest
 
+from conftest import make_gpt2
 from memdec_helpers import pipeline as P
 
 KNOBS = {"split_seed": 3, "validation_fraction": 0.1, "test_fraction": 0.1,
@@ -36,6 +38,7 @@ def calls(monkeypatch):
     monkeypatch.setattr(P, "index", lambda profile, which=0, progress=True: profile.ivf_nlist)
     monkeypatch.setattr(P, "datastore",
                         lambda profile, which=0, progress=True: SimpleNamespace(vals=np.arange(5)))
+    monkeypatch.setattr(P, "_saved_knn_logprobs", lambda *args: args[-1]())  # memo only
     return seen
 
 
@@ -52,3 +55,34 @@ def test_the_split_seed_reaches_the_keys(profile, calls):
     first = P.eval_keys(profile, "validation")[1]
     second = P.eval_keys(replace(profile, split_seed=3), "validation")[1]
     assert not np.array_equal(first, second)
+
+
+def test_knn_logprobs_are_saved_and_reused_by_a_new_session(profile, monkeypatch):
+    """Lessons 02, 04 and 05 (and both test passes) share one search per split and base."""
+    rng = np.random.default_rng(0)
+    flat = faiss.IndexFlatL2(4)
+    flat.add(rng.normal(size=(300, 4)).astype(np.float32))
+    tokens = rng.integers(0, 7, 41)
+    monkeypatch.setattr(P, "_KNN", {})
+    monkeypatch.setattr(P, "base", lambda profile, which=0: (make_gpt2(), None))
+    monkeypatch.setattr(P, "corpus", lambda profile, which="domain": {"validation": tokens})
+    monkeypatch.setattr(P, "index", lambda profile, which=0, progress=True: flat)
+    monkeypatch.setattr(P, "datastore", lambda profile, which=0, progress=True: SimpleNamespace(
+        vals=rng.integers(0, 7, 300), manifest={"config_hash": "datastore"}))
+    monkeypatch.setattr(P, "eval_keys", lambda *args: (rng.normal(size=(40, 4)).astype(np.float32),
+                                                       tokens[1:]))
+    profile = replace(profile, knn_k_grid=(16, 4), knn_temperature_grid=(1.0, 3.0))
+    first = P.knn_logprobs(profile, "validation")
+    assert list(first) == [(4, 1.0), (4, 3.0), (16, 1.0), (16, 3.0)]
+    monkeypatch.setattr(P, "_KNN", {})  # a new session: the memo is gone, the stage is not
+
+    def no_search(*args):
+        raise AssertionError("searched again although the saved log-probs are current")
+
+    monkeypatch.setattr(P, "search", no_search)
+    again = P.knn_logprobs(profile, "validation")
+    assert again.keys() == first.keys()
+    assert all(np.array_equal(again[kt], first[kt]) for kt in first)
+    monkeypatch.setattr(P, "_KNN", {})
+    with pytest.raises(AssertionError, match="searched again"):  # another grid: searched again
+        P.knn_logprobs(replace(profile, knn_temperature_grid=(2.0,)), "validation")
