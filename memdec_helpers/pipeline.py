@@ -324,7 +324,12 @@ def short_run_name(variant: Profile) -> str:
 
 
 def _one_thread() -> None:
+    """Workers compute with one thread each (torch and faiss's OpenMP): two workers with two
+    threads each on two cores spin-wait on each other and run many times slower."""
+    import faiss
+
     torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
 
 
 def _train_in_workers(profile: Profile, todo: list[dict[str, Any]], workers: int) -> None:

@@ -194,14 +194,18 @@ def train_model(name: str, spec: dict, splits: dict, steps: int, batch: int = 32
 
 
 def report() -> None:
-    """Parameters and test perplexities (context 128, stride 64) of the shipped base models."""
+    """The README's base-model table: size, training steps and test perplexities (context 128,
+    stride 64) of the shipped base models."""
     profile = load_profile("tiny", artifacts_dir=str(ROOT / "artifacts" / "tiny-world"))
     general, domain = general_splits(capped=True), corpus.load_corpus(profile)
-    for which in range(len(profile.base_models)):
+    print("| model | layers × width | parameters | training steps | test ppl, general | test ppl, domain |")
+    print("|---|---|---|---|---|---|")
+    for which, name in enumerate(MODEL_SPECS):
         model, _ = models.load_base_model(profile, which)
-        print(f"{profile.base_models[which]}: {models.count_parameters(model) / 1e6:.2f}M params; "
-              f"test ppl general {heldout_ppl(model, general['test']):.2f}, "
-              f"domain {heldout_ppl(model, domain['test']):.2f}")
+        spec = MODEL_SPECS[name]
+        print(f"| base {which}: `{name}` | {spec['n_layer']} × {spec['n_embd']} | "
+              f"{models.count_parameters(model) / 1e6:.2f}M | {spec['steps']:,} | "
+              f"{heldout_ppl(model, general['test']):.2f} | {heldout_ppl(model, domain['test']):.2f} |")
 
 
 def main() -> None:
