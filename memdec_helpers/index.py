@@ -4,6 +4,10 @@
 `nlist` k-means cells; `ivfpq` also compresses every key to `pq_code_bytes` bytes (paper scale:
 4096 lists, 64-byte codes, nprobe 32). Keys are never normalized: kNN-LM and Memory Decoder use
 plain squared Euclidean distance.
+
+On a GPU whose memory holds the fp16 keys (`search_device: auto` or `cuda`), the index is exact
+search by torch instead (exact_search.py, whatever `index_type` says): the datastore's keys are
+the index, nothing is written. faiss on the CPU is the fallback.
 """
 from __future__ import annotations
 
@@ -19,12 +23,15 @@ from tqdm import tqdm
 
 from .artifacts import (atomic_path, check_stage_name, clear_stage, read_manifest, stage_dir,
                         stage_is_current, write_manifest)
+from .devices import resolve_device
+from .exact_search import TorchFlatIndex, free_device_memory
 
 INDEX_TYPES = ("flat", "ivf_flat", "ivfpq")
 INDEX_FILE = "index.faiss"
 ADD_CHUNK = 65_536  # keys converted to float32 and added per step (bounded memory)
 MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
 PQ_CENTROIDS = 256  # 8-bit sub-quantizers: 256 codewords each, need >= 256 training keys
+GPU_KEYS_SHARE = 0.5  # search_device auto: the fp16 keys may take this share of free GPU memory
 
 # Which stage manifest made an index object (faiss objects take no new attributes): lets the
 # targets stage record the identity of the index it searched.
@@ -123,9 +130,14 @@ def factory_string(profile: Any, d: int, n_train: int) -> str:
 
 def set_nprobe(index: Any, nprobe: int) -> None:
     """Search the `nprobe` nearest lists of an IVF index (clamped to nlist); no-op when flat."""
-    ivf = faiss.try_extract_index_ivf(index)
+    ivf = _ivf(index)
     if ivf is not None:
         ivf.nprobe = int(min(nprobe, ivf.nlist))
+
+
+def _ivf(index: Any) -> Any:
+    """The IVF part of a faiss index (None for flat faiss indexes and torch indexes)."""
+    return faiss.try_extract_index_ivf(index) if isinstance(index, faiss.Index) else None
 
 
 def add_keys(index: Any, keys: np.ndarray, progress: bool) -> None:
@@ -135,9 +147,26 @@ def add_keys(index: Any, keys: np.ndarray, progress: bool) -> None:
         index.add(np.ascontiguousarray(keys[start:start + ADD_CHUNK], dtype=np.float32))
 
 
-def make_index(profile: Any, keys: np.ndarray, progress: bool = False) -> Any:
-    """A trained, filled faiss index over `keys` [N, d] as the profile describes (in memory)."""
+def search_device(profile: Any, n: int, d: int) -> torch.device | None:
+    """Where exact torch search runs, or None for faiss on the CPU: `search_device` cuda, or
+    auto with CUDA and fp16 keys within GPU_KEYS_SHARE of the free GPU memory."""
+    choice = getattr(profile, "search_device", "auto")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return None
+    device = resolve_device("cuda")
+    if choice == "auto" and n * (2 * d + 4) > GPU_KEYS_SHARE * free_device_memory(device):
+        return None
+    return device
+
+
+def make_index(profile: Any, keys: np.ndarray, progress: bool = False,
+               identity: str | None = None) -> Any:
+    """A searchable index over `keys` [N, d] as the profile describes: exact torch search on
+    the GPU where it fits (keys copied on the first search), else a trained, filled faiss index."""
     n, d = keys.shape
+    device = search_device(profile, n, d)
+    if device is not None:
+        return TorchFlatIndex(keys, device, identity=identity)
     _check_index_knobs(profile, n, d)
     n_train = min(profile.index_train_size, n)
     index = faiss.index_factory(d, factory_string(profile, d, n_train), faiss.METRIC_L2)
@@ -154,6 +183,8 @@ def build_index(profile: Any, datastore: Any, progress: bool = True, stage: str 
     """Build (or reuse, when its manifest matches) the faiss index of the datastore's keys,
     saved atomically as `<artifacts>/<profile>/<stage>/index.faiss` with its manifest."""
     n, d = check_datastore(datastore)
+    if search_device(profile, n, d) is not None:  # the datastore's keys are the index
+        return make_index(profile, datastore.keys, identity=datastore.manifest["config_hash"])
     _check_index_knobs(profile, n, d)
     check_stage_name(stage)
     config = index_config(profile, datastore)
@@ -165,7 +196,7 @@ def build_index(profile: Any, datastore: Any, progress: bool = True, stage: str 
         index = make_index(profile, datastore.keys, progress)
         with atomic_path(directory / INDEX_FILE) as tmp:
             faiss.write_index(index, str(tmp))
-        ivf = faiss.try_extract_index_ivf(index)
+        ivf = _ivf(index)
         write_manifest(directory, config, ntotal=int(index.ntotal), dim=d,
                        faiss_type=type(index).__name__, nlist=ivf.nlist if ivf else None,
                        faiss_version=faiss.__version__)
@@ -196,8 +227,11 @@ def load_index(path: str | Path) -> Any:
 
 def index_identity(index: Any) -> dict[str, Any]:
     """What a search result depends on: the index's stage manifest hash (when it came from
-    build_index/load_index), its type, size and nprobe."""
-    ivf = faiss.try_extract_index_ivf(index)
+    build_index/load_index; for exact torch search, the datastore's), its type, size and nprobe."""
+    if isinstance(index, TorchFlatIndex):
+        return {"index": index.identity, "faiss_type": "exact", "d": index.d,
+                "ntotal": index.ntotal, "nprobe": None}
+    ivf = _ivf(index)
     return {"index": _MANIFEST_HASH.get(index), "faiss_type": type(index).__name__,
             "d": int(index.d), "ntotal": int(index.ntotal),
             "nprobe": int(ivf.nprobe) if ivf is not None else None}
@@ -260,7 +294,7 @@ def _check_all_found(index: Any, indices: np.ndarray, k: int) -> None:
     missing = indices < 0
     if missing.any():
         rows = int(missing.any(axis=1).sum())
-        ivf = faiss.try_extract_index_ivf(index)
+        ivf = _ivf(index)
         nprobe = ivf.nprobe if ivf is not None else None
         raise ValueError(
             f"{rows} queries got fewer than k={k} neighbours: the nprobe={nprobe} lists searched "

@@ -17,7 +17,7 @@ from .corpus import load_corpus
 from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
 from .devices import resolve_device, seed_everything
 from .evaluate import cached_token_logprobs, results_table, format_table
-from .index import build_index
+from .index import build_index, set_nprobe
 from .knn import knn_lm_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id
@@ -72,8 +72,29 @@ def datastore(profile: Profile, progress: bool = True) -> Datastore:
     return store
 
 
+INDEX_KNOBS = ("index_type", "ivf_nlist", "pq_code_bytes", "index_train_size", "seed",
+               "search_device")
+_INDEX: dict[tuple, Any] = {}
+
+
 def index(profile: Profile, progress: bool = True) -> Any:
-    return build_index(profile, datastore(profile, progress), progress)
+    """The search index over the datastore, built or read once per process: later calls (any
+    lesson cell) reuse it, never a second copy. A changed config frees the previous one first."""
+    store = datastore(profile, progress)
+    key = (*_key(profile, *INDEX_KNOBS), store.manifest["config_hash"])
+    if key not in _INDEX:
+        release_index()
+        _INDEX[key] = build_index(profile, store, progress)
+    set_nprobe(_INDEX[key], profile.nprobe)
+    return _INDEX[key]
+
+
+def release_index() -> None:
+    """Drop the memoised index (and its GPU copy of the keys, if any)."""
+    for held in _INDEX.values():
+        if hasattr(held, "release"):
+            held.release()
+    _INDEX.clear()
 
 
 def targets(profile: Profile, progress: bool = True) -> Targets:

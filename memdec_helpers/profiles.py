@@ -23,7 +23,8 @@ class Profile:
 
     name: str = "tiny"
     # --- data -------------------------------------------------------------------------
-    domain_corpus: str = "bundled:kjv"  # "bundled:<name>" or "hub:<dataset>[/<config>]"
+    # "bundled:<name>[+<name>]", "files:<folder or glob>" or "hub:<data set>[:<config>[:<column>]]"
+    domain_corpus: str = "bundled:kjv"
     general_corpus: str = "bundled:shakespeare"  # what the tiny base models were trained on
     validation_fraction: float = 0.05  # share of documents (by tokens) held out, per split
     test_fraction: float = 0.05
@@ -47,6 +48,7 @@ class Profile:
     pq_code_bytes: int = 64
     nprobe: int = 32
     index_train_size: int = 100_000
+    search_device: str = "auto"  # "auto": exact torch search on a GPU the keys fit; "cpu": faiss
     k: int = 64
     knn_temperature: float = 10.0
     knn_lambda_grid: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
@@ -63,6 +65,7 @@ class Profile:
     warmup_steps: int = 20
     train_steps: int = 400
     train_batch_size: int = 16
+    micro_batch_size: int | None = None  # sequences per forward pass (None: what memory allows)
     grad_accum: int = 1
     grad_clip: float = 1.0
     eval_every: int = 100
@@ -133,6 +136,12 @@ def validate_profile(p: Profile) -> None:
     need(p.key_layer in ("mlp_input", "final_hidden"), "key_layer", "use mlp_input or final_hidden")
     need(p.index_type in ("flat", "ivf_flat", "ivfpq"), "index_type", "use flat, ivf_flat or ivfpq")
     need(p.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
+    need(p.search_device in ("auto", "cpu", "cuda"), "search_device", "use auto, cpu or cuda")
+    need(p.micro_batch_size is None or p.micro_batch_size >= 1, "micro_batch_size",
+         "must be >= 1, or null to size it to memory")
+    for knob in ("domain_corpus", "general_corpus"):
+        need(str(getattr(p, knob)).split(":")[0] in ("bundled", "files", "hub"), knob,
+             "use bundled:<name>, files:<folder or glob> or hub:<data set>[:<config>[:<column>]]")
     need(p.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
          "use auto, float32, bfloat16 or float16")
     need(len(p.base_models) >= 1, "base_models", "list at least one base model")
