@@ -12,9 +12,10 @@ import torch
 
 from .artifacts import (array_hash, atomic_save_npy, check_stage_name, clear_stage, stage_dir,
                         stage_is_current, write_manifest)
+from .budget import sized_window_batches
 from .devices import autocast, autocast_dtype, resolve_device
 from .models import position_limit
-from .windows import as_token_array, window_batches
+from .windows import as_token_array
 
 
 def model_name(model: Any) -> str:
@@ -87,9 +88,10 @@ def token_logprobs(model: Any, token_ids: Any, context_length: int, stride: int,
     tokens = as_token_array(token_ids)
     check_context_fits(model, context_length)
     check_token_range(model, tokens)
-    batches = window_batches(tokens, context_length, stride, batch_size, progress, "log-probs")
     device = run_device(model, device)
     amp = autocast_dtype(device, dtype)
+    batches, _ = sized_window_batches(model, tokens, context_length, stride, batch_size,
+                                      "logprobs", device, amp, progress, "log-probs")
     out = np.empty(len(tokens) - 1, dtype=np.float32)  # [N-1]
     for ids, scored, positions in batches:
         ids = ids.to(device)  # [b, L]

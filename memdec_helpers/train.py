@@ -25,7 +25,7 @@ from .artifacts import atomic_write_json, config_hash, read_manifest, write_mani
 from .devices import autocast, autocast_dtype, resolve_device, seed_everything
 from .evaluate import check_context_fits, mix_logprobs, perplexity, token_logprobs, tokens_hash
 from .memdec import memdec_loss, sparse_kl
-from .windows import window_batches
+from .budget import act_bytes_for, fit_batch, sized_window_batches
 
 TRAIN_KNOBS = ("beta", "learning_rate", "weight_decay", "warmup_steps", "train_steps",
                "train_batch_size", "grad_accum", "grad_clip", "eval_every", "context_length",
@@ -187,12 +187,13 @@ def train_memory_decoder(profile: Any, model: Any, train_tokens: np.ndarray, tar
     if state is None:
         _clear_run(out_dir)
     step, history = state or (0, _new_history(config, profile, starts))
+    micro = micro_batch_size(profile, model, device, amp)
     evaluate = partial(_evaluate, profile, val_tokens=val_tokens, val_targets=val_targets,
                        val_base_logprobs=val_base_logprobs)
     bar = tqdm(total=profile.train_steps, initial=step, desc="train MemDec", disable=not progress)
     while step < profile.train_steps:
         record = _train_step(profile, model, optimizer, scaler, train_tokens, targets, starts,
-                             step, device, amp)
+                             step, device, amp, micro)
         record["lr"] = scheduler.get_last_lr()[0]
         scheduler.step()
         step += 1
@@ -225,20 +226,34 @@ def _new_history(config: dict, profile: Any, starts: np.ndarray) -> dict[str, An
             "epochs": profile.train_steps * profile.train_batch_size * profile.grad_accum / len(starts)}
 
 
-def _train_step(profile, model, optimizer, scaler, tokens, targets, starts, step, device, amp) -> dict:
-    """One optimizer step over `grad_accum` micro-batches; returns the mean loss/kl/ce."""
+def micro_batch_size(profile: Any, model: Any, device: torch.device,
+                     amp: torch.dtype | None) -> int:
+    """Sequences per forward pass: `micro_batch_size` (or all of `train_batch_size`), lowered
+    to what the device's memory holds. It splits a batch, it does not change the step."""
+    asked = min(profile.micro_batch_size or profile.train_batch_size, profile.train_batch_size)
+    return fit_batch(asked, model, profile.context_length, "train", device, act_bytes_for(amp))
+
+
+def _train_step(profile, model, optimizer, scaler, tokens, targets, starts, step, device, amp,
+                micro_size: int) -> dict:
+    """One optimizer step over `grad_accum` batches, each run in forward passes of at most
+    `micro_size` sequences; every sequence weighs the same. Returns the mean loss/kl/ce."""
     totals = torch.zeros(3, device=device)
+    per_sequence = 1.0 / (profile.train_batch_size * profile.grad_accum)
     for micro in range(profile.grad_accum):
         chosen = batch_sequences(step, micro, profile.train_batch_size, profile.grad_accum,
                                  len(starts), profile.seed)
-        batch = make_batch(tokens, targets.ids, targets.probs, starts[chosen], profile.context_length)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, amp):
-            logits = model(batch["input_ids"], use_cache=False).logits  # [b, L, V]
-        loss, kl, ce = memdec_loss(logits, batch["target_ids"], batch["target_probs"],
-                                   batch["labels"], profile.beta)
-        scaler.scale(loss / profile.grad_accum).backward()
-        totals += torch.stack([loss.detach(), kl.detach(), ce.detach()]) / profile.grad_accum
+        for lo in range(0, len(chosen), micro_size):
+            part = starts[chosen[lo:lo + micro_size]]
+            batch = make_batch(tokens, targets.ids, targets.probs, part, profile.context_length)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast(device, amp):
+                logits = model(batch["input_ids"], use_cache=False).logits  # [b, L, V]
+            loss, kl, ce = memdec_loss(logits, batch["target_ids"], batch["target_probs"],
+                                       batch["labels"], profile.beta)
+            weight = len(part) * per_sequence  # every position of a sequence is supervised
+            scaler.scale(loss * weight).backward()
+            totals += torch.stack([loss.detach(), kl.detach(), ce.detach()]) * weight
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), profile.grad_clip)
     scaler.step(optimizer)
@@ -277,7 +292,9 @@ def validation_kl(model: Any, token_ids: np.ndarray, targets: Any, context_lengt
     device = next(model.parameters()).device
     amp = autocast_dtype(device)
     total, count = 0.0, 0
-    for ids, scored, positions in window_batches(token_ids, context_length, stride, batch_size):
+    batches, _ = sized_window_batches(model, np.asarray(token_ids), context_length, stride,
+                                      batch_size, "logprobs", device, amp)
+    for ids, scored, positions in batches:
         with autocast(device, amp):
             logits = model(ids.to(device), use_cache=False).logits[:, :-1]  # [b, L-1, V]
         rows = positions.numpy()  # [b, L-1] targets rows
