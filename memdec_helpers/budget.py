@@ -86,9 +86,18 @@ def available_bytes(device: torch.device) -> int:
 
 def host_available_bytes() -> int:
     """MemAvailable from /proc/meminfo (Linux); 8 GiB where it cannot be read."""
+    return _meminfo("MemAvailable")
+
+
+def host_total_bytes() -> int:
+    """MemTotal from /proc/meminfo (Linux); 8 GiB where it cannot be read."""
+    return _meminfo("MemTotal")
+
+
+def _meminfo(field: str) -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass

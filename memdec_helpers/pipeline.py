@@ -12,16 +12,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import config_hash, stage_dir
+from .artifacts import (atomic_path, check_stage_name, clear_stage, config_hash, stage_dir,
+                        stage_is_current, write_manifest)
 from .corpus import load_corpus
 from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
 from .devices import resolve_device, seed_everything
-from .evaluate import cached_token_logprobs, results_table, format_table
-from .index import build_index, set_nprobe
+from .evaluate import cached_token_logprobs, format_table, results_table, tokens_hash
+from .index import build_index, index_identity, set_nprobe
 from .knn import knn_lm_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id
-from .profiles import Profile, check_overrides, load_profile, validate_profile
+from .plan import format_plan, make_plan, summary
+from .profiles import (Profile, auto_choice, check_overrides, load_profile,
+                       validate_profile)
 from .targets import Targets, build_eval_targets, build_targets
 from .train import is_finished, train_config, train_memory_decoder
 
@@ -29,19 +32,37 @@ from .train import is_finished, train_config, train_memory_decoder
 def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: Any) -> Profile:
     """Load the profile (a name, a YAML path or a Profile, plus overrides), seed everything,
     and say where we run."""
+    notes: list[str] = []
     if isinstance(profile, Profile):
         check_overrides(overrides, "setup() overrides")
         profile = dataclasses.replace(profile, **overrides)
         validate_profile(profile)
     else:
+        if profile == "auto":
+            profile, notes = auto_choice()
         profile = load_profile(profile, **overrides)
     seed_everything(profile.seed)
     if verbose:
         device = resolve_device(profile.device)
         gpu = f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""
+        for note in notes:
+            print(note)
         print(f"profile {profile.name!r} on {device.type}{gpu}; torch {torch.__version__}, "
               f"Python {platform.python_version()}; base models {profile.base_models}")
+        print(plan_summary(profile))
     return profile
+
+
+def plan_summary(profile: Profile) -> str:
+    """One line: the run's estimated time and peak memory (see `plan`)."""
+    made = make_plan(profile)
+    return summary(made) if made else "plan: corpus size unknown until it is read (no caps)"
+
+
+def plan(profile: Profile) -> str:
+    """The run's plan as a markdown table: every stage's estimated time, memory and disk."""
+    made = make_plan(profile)
+    return format_plan(made, profile.budget()) if made else plan_summary(profile)
 
 
 def _key(profile: Profile, *names: str) -> tuple:
@@ -128,21 +149,42 @@ def base_logprobs(profile: Profile, split: str, which: int = 0) -> np.ndarray:
                                  model_id(model), progress=False)
 
 
-_KNN: dict[tuple, dict[float, np.ndarray]] = {}
+_KNN: dict[str, dict[float, np.ndarray]] = {}
 
 
 def knn_logprobs(profile: Profile, split: str, temperatures: list[float] | None = None,
                  k: int | None = None) -> dict[float, np.ndarray]:
-    """temperature -> per-token log p_kNN of a held-out split (kNN-LM), one search for all."""
-    temps = tuple(temperatures or sorted(set(profile.knn_temperature_grid) | {profile.knn_temperature}))
-    store = datastore(profile, False)
-    key = (store.manifest["config_hash"], split, temps, k or profile.k, profile.index_type,
-           profile.nprobe, profile.max_eval_tokens)
+    """temperature -> per-token log p_kNN of a held-out split (kNN-LM), one search for all;
+    cached on disk in `eval/knn-<split>` (lessons 02 and 04 share it) and in memory."""
+    grid = set(profile.knn_temperature_grid) | {profile.knn_temperature}
+    temps = tuple(float(t) for t in (temperatures or sorted(grid)))
+    store, searcher = datastore(profile, False), index(profile, False)
+    config = {"datastore": store.manifest["config_hash"], "index": index_identity(searcher),
+              "split": split, "tokens": tokens_hash(corpus(profile)[split]),
+              "temperatures": list(temps), "k": k or profile.k,
+              **profile.subset("context_length", "stride", "key_layer", "dtype")}
+    key = config_hash(config)
     if key not in _KNN:
-        keys, vals = eval_keys(profile, split)
-        _KNN[key] = knn_lm_logprobs(index(profile, False), store.vals, keys, vals, list(temps),
-                                    k or profile.k)
+        _KNN[key] = _cached_knn(profile, split, config, searcher, store)
     return _KNN[key]
+
+
+def _cached_knn(profile: Profile, split: str, config: dict, searcher: Any,
+                store: Datastore) -> dict[float, np.ndarray]:
+    """kNN-LM log-probs read from their stage, or computed and saved there (atomically)."""
+    check_stage_name(split, "split")
+    directory = stage_dir(profile, f"eval/knn-{split}")
+    if stage_is_current(directory, config):
+        with np.load(directory / "logprobs.npz") as saved:
+            return {t: saved[f"t{i}"] for i, t in enumerate(config["temperatures"])}
+    keys, vals = eval_keys(profile, split)
+    out = knn_lm_logprobs(searcher, store.vals, keys, vals, config["temperatures"], config["k"])
+    clear_stage(directory)
+    with atomic_path(directory / "logprobs.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **{f"t{i}": out[t] for i, t in enumerate(config["temperatures"])})
+    write_manifest(directory, config, n=len(vals))
+    return out
 
 
 def memdec_dir(profile: Profile, name: str = "memdec") -> Any:

@@ -77,9 +77,19 @@ class Profile:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16" (autocast on CUDA)
     artifacts_dir: str = "artifacts"
+    # --- budget: what the profile promises (the plan is checked against it) --------------
+    budget_minutes: float | None = None
+    budget_gpu_gb: float | None = None
+    budget_host_gb: float | None = None
+    budget_disk_gb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def budget(self) -> dict[str, float]:
+        """The profile's budget: minutes, gpu_gb, host_gb, disk_gb (those it sets)."""
+        return {k: getattr(self, f"budget_{k}") for k in ("minutes", "gpu_gb", "host_gb", "disk_gb")
+                if getattr(self, f"budget_{k}") is not None}
 
     def subset(self, *names: str) -> dict[str, Any]:
         """The knobs `names` as a dict: what a stage's manifest hashes."""
@@ -94,12 +104,26 @@ def in_colab() -> bool:
 
 
 def resolve_auto() -> str:
-    """`auto`: colab in Colab with a GPU, gpu with CUDA elsewhere, else tiny."""
+    """`auto`: tiny without CUDA; with CUDA the first of colab (in Colab) or gpu (elsewhere),
+    then colab, whose plan fits this machine (GPU memory, host memory, free disk), else cpu."""
+    return auto_choice()[0]
+
+
+def auto_choice() -> tuple[str, list[str]]:
+    """(the profile `auto` picks, one line per profile it passed over and why)."""
     import torch
 
-    if torch.cuda.is_available():
-        return "colab" if in_colab() else "gpu"
-    return "tiny"
+    if not torch.cuda.is_available():
+        return "tiny", []
+    from .plan import misfits
+
+    notes = []
+    for name in dict.fromkeys(("colab" if in_colab() else "gpu", "colab")):
+        problems = misfits(load_profile(name))
+        if not problems:
+            return name, notes
+        notes.append(f"auto: not {name!r}: " + "; ".join(problems))
+    return "cpu", notes
 
 
 def check_overrides(overrides: dict[str, Any], source: str) -> None:
@@ -146,6 +170,8 @@ def validate_profile(p: Profile) -> None:
          "use auto, float32, bfloat16 or float16")
     need(len(p.base_models) >= 1, "base_models", "list at least one base model")
     need(p.train_steps >= 1 and p.train_batch_size >= 1, "train_steps", "must be >= 1")
+    for knob, value in p.budget().items():
+        need(value > 0, f"budget_{knob}", "must be > 0 (or null: no budget)")
 
 
 def load_profile(name: str = "tiny", **overrides: Any) -> Profile:

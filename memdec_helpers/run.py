@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import atomic_write_json, load_results, project_root
+from .pipeline import plan
 from .profiles import load_profile
 
 
@@ -94,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inplace", action="store_true",
                         help="write outputs back into notebooks/ (metadata stripped)")
     args = parser.parse_args(argv)
-    load_profile(args.profile)  # fail early on a bad profile name
+    profile = load_profile(args.profile)  # fail early on a bad profile name
     paths = list_notebooks(args.only)
+    print(plan(profile), flush=True)  # the plan first: stages, estimated time and memory
     out_dir = Path(args.out) if args.out else notebooks_dir().parent / "runs" / Path(args.profile).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

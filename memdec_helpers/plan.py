@@ -1,0 +1,481 @@
+"""The plan of a course run: every stage with its estimated time, memory and disk, before any work.
+
+Estimates follow the profile's shapes (token counts, context, model sizes, k, steps) and a
+device's throughput, with these stated assumptions:
+- time = FLOPs / (peak × efficiency), or bytes / bandwidth where that is larger; efficiency is
+  the share of the fp16 tensor-core peak reached: 35% for inference matmuls and search, 20%
+  for training (optimizer, softmax and elementwise work are memory-bound; a T4 in Colab also
+  throttles below its boost clock);
+- CPU-side work (kNN distributions, tokenizing, downloads, faiss) at the rates in `RATES`
+  (faiss-cpu's IVF-Flat scan rate was measured on 2 threads; the others are assumptions);
+- memory from budget.py's per-window estimates; disk from the artifact formats.
+`benchmarks/scale.py` measures the stages at reduced scale to check these figures.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .budget import DEVICE_SHARE, ModelShape, fixed_bytes, item_bytes
+
+GB = 1e9
+RATES = {
+    "tokenize": 1.0e6,  # tokens/s, a fast (Rust) tokenizer on one core
+    "download": 50e6,  # bytes/s from the Hugging Face hub
+    "knn_neighbour": 25e-9,  # s per neighbour of the kNN distribution (README benchmark)
+    "disk": 200e6,  # bytes/s reading or writing the artifacts
+    "host_to_device": 5e9,  # bytes/s copying keys to the GPU
+    "ivf_flat_scan": 2.3e6,  # float32 keys of size 768 compared per second (faiss, 2 threads)
+    "ivfpq_scan": 30e6,  # 64-byte PQ codes compared per second (faiss, 2 threads)
+}
+HOST_FLOPS = 100e9  # float32 FLOP/s of the host's BLAS beside a GPU (a few cores)
+HOST_BASELINE = 1.2 * GB  # Python, torch, transformers, faiss and the notebook kernel
+DOWNLOADS = {"wikitext-103": 0.9 * GB, "wikitext-2": 0.02 * GB}  # parquet + arrow cache
+KNOWN_CORPORA = {  # GPT-2 tokens of train / validation / test
+    "wikitext-103": (118_000_000, 247_000, 280_000), "wikitext-2": (2_400_000, 247_000, 280_000)}
+HUB_SHAPES = {"gpt2": (12, 768), "gpt2-medium": (24, 1024), "gpt2-large": (36, 1280),
+              "gpt2-xl": (48, 1600), "distilgpt2": (6, 768)}
+ABLATIONS = {"ABLATION_STEPS": 80, "ABLATION_BATCH": 8, "BETAS": [0.0, 0.5, 1.0],
+             "K_GRID": [1, 4, 16, 64, 256], "FRACTIONS": [0.1, 0.25, 0.5, 1.0], "QUERIES": 4000,
+             "SMALL_LAYERS": 2, "SMALL_DIM": 64}  # lesson 06's parameters (read from it if present)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """What the time and memory estimates assume about a device."""
+
+    name: str
+    peak_flops: float  # dense fp16 tensor-core FLOP/s (GPU) or measured float32 (CPU)
+    bandwidth: float  # memory bytes/s
+    memory: float  # accelerator bytes (0: the CPU, where the host holds everything)
+    inference_efficiency: float = 0.35
+    training_efficiency: float = 0.2
+
+
+GPUS = {  # name fragment -> (peak fp16 dense FLOP/s, memory bandwidth, memory)
+    "T4": (65e12, 320e9, 15.0e9), "L4": (121e12, 300e9, 22.5e9), "A10": (125e12, 600e9, 22.5e9),
+    "V100": (125e12, 900e9, 16e9), "A100": (312e12, 1555e9, 40e9), "H100": (989e12, 3350e9, 80e9),
+    "H200": (989e12, 4800e9, 141e9)}
+T4 = DeviceSpec("Tesla T4", *GPUS["T4"])
+
+
+def gpu_spec(name: str, memory: float) -> DeviceSpec:
+    """The spec of a GPU by name (unknown ones get T4 throughput: a conservative plan)."""
+    for fragment, (flops, bandwidth, _) in GPUS.items():
+        if fragment in name:
+            return DeviceSpec(name, flops, bandwidth, memory)
+    return DeviceSpec(name, T4.peak_flops, T4.bandwidth, memory)
+
+
+def cpu_spec(threads: int | None = None) -> DeviceSpec:
+    """This machine's CPU: float32 matmul throughput measured in ~0.1 s; efficiency 1 (the
+    measurement is already what a matmul reaches)."""
+    import time
+
+    import torch
+
+    a = torch.randn(512, 512)
+    torch.mm(a, a)
+    start, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        torch.mm(a, a)
+    flops = reps * 2 * 512**3 / (time.perf_counter() - start)
+    return DeviceSpec("CPU", flops, 10e9, 0.0, 0.7, 0.5)
+
+
+def this_device(profile: Any) -> DeviceSpec:
+    """The spec of the device the profile will run on."""
+    from .devices import resolve_device
+
+    import torch
+
+    device = resolve_device(profile.device)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return gpu_spec(props.name, float(props.total_memory))
+    return cpu_spec()
+
+
+# --- shapes --------------------------------------------------------------------------------
+
+def hub_shape(name: str, vocab: int = 50257, positions: int = 1024) -> ModelShape | None:
+    """The shape of a known GPT-2 family hub id (`openai-community/gpt2-medium`, `gpt2`...)."""
+    short = name.split("/")[-1]
+    if short not in HUB_SHAPES:
+        return None
+    layers, width = HUB_SHAPES[short]
+    return config_shape({"n_layer": layers, "n_embd": width, "vocab_size": vocab,
+                         "n_positions": positions})
+
+
+def config_shape(config: dict[str, Any]) -> ModelShape:
+    """A GPT-2 style config -> shape, with its parameter count (12·layers·width² + embeddings)."""
+    layers = config.get("n_layer") or config["num_hidden_layers"]
+    width = config.get("n_embd") or config["hidden_size"]
+    vocab, positions = config["vocab_size"], config.get("n_positions", 0)
+    return ModelShape(layers, width, vocab, 12 * layers * width**2 + (vocab + positions) * width)
+
+
+def model_shape(name: str) -> ModelShape:
+    """The shape of a bundled model, a local folder or a known hub id (GPT-2 small if unknown)."""
+    from .models import resolve_model_path
+
+    path = Path(resolve_model_path(name)) / "config.json"
+    if path.is_file():
+        return config_shape(json.loads(path.read_text()))
+    return hub_shape(name) or hub_shape("gpt2")
+
+
+def memdec_shape(profile: Any) -> ModelShape:
+    init = str(profile.memdec_init)
+    if init.startswith("base:"):
+        return model_shape(profile.base_models[int(init.split(":")[1])])
+    if init == "scratch":
+        base = model_shape(profile.base_models[0])
+        return config_shape({"n_layer": profile.memdec_layers, "n_embd": profile.memdec_dim,
+                             "vocab_size": base.vocab, "n_positions": profile.context_length})
+    return model_shape(init)
+
+
+def forward_flops(shape: ModelShape, context: int, head: bool = True) -> float:
+    """FLOPs per token of a forward pass: matmuls, attention over `context`, the LM head."""
+    body = 2 * (12 * shape.layers * shape.width**2) + 2 * shape.layers * context * shape.width
+    return body + (2 * shape.width * shape.vocab if head else 0)
+
+
+# --- token counts --------------------------------------------------------------------------
+
+def corpus_tokens(profile: Any) -> tuple[int, int] | None:
+    """(train tokens, tokens of one held-out split): the caps, else a known corpus's size."""
+    known = next((v for k, v in KNOWN_CORPORA.items() if k in profile.domain_corpus), None)
+    train = profile.max_train_tokens or (known[0] if known else None)
+    held = profile.max_eval_tokens or (min(known[1:]) if known else None)
+    return (int(train), int(held)) if train and held else None
+
+
+def lesson_parameters(lesson: str = "06", defaults: dict = ABLATIONS) -> dict[str, Any]:
+    """A lesson's `parameters` cell values (literals only), over `defaults`."""
+    import ast
+
+    from .artifacts import project_root
+
+    root = project_root()
+    found = sorted((root / "notebooks").glob(f"{lesson}_*.ipynb")) if root else []
+    values = dict(defaults)
+    for cell in json.loads(found[0].read_text())["cells"] if found else []:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            for node in ast.parse("".join(cell["source"])).body:
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                    try:
+                        values[node.targets[0].id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        pass
+    return values
+
+
+# --- stages --------------------------------------------------------------------------------
+
+@dataclass
+class Stage:
+    """One stage of the course: estimated seconds and peak memory, disk it leaves behind."""
+
+    name: str
+    lesson: str
+    seconds: float
+    gpu_bytes: float = 0.0  # peak accelerator memory (0 on a CPU-only run)
+    host_bytes: float = 0.0  # peak host memory, baseline included
+    disk_bytes: float = 0.0  # written and kept (downloads included)
+    note: str = ""
+
+
+@dataclass
+class Workload:
+    """The shapes and counts every stage estimate needs, gathered once."""
+
+    profile: Any
+    spec: DeviceSpec
+    train: int  # datastore tokens
+    held: int  # tokens of one held-out split
+    bases: list[ModelShape] = field(default_factory=list)
+    memdec: ModelShape | None = None
+    gpu_search: bool = False
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.spec.memory > 0
+
+    @property
+    def dim(self) -> int:
+        return self.bases[0].width
+
+    @property
+    def index_bytes(self) -> float:
+        """Device bytes of the exact-search keys (fp16) and their norms."""
+        return self.train * (2 * self.dim + 4) if self.gpu_search else 0.0
+
+    @property
+    def window_factor(self) -> float:
+        """Tokens run through a model per scored token (windows overlap by L - S)."""
+        return self.profile.context_length / self.profile.stride
+
+
+def workload(profile: Any, spec: DeviceSpec) -> Workload | None:
+    """The profile's workload on `spec` (None when the corpus size is unknown)."""
+    counts = corpus_tokens(profile)
+    if counts is None:
+        return None
+    w = Workload(profile, spec, *counts, [model_shape(b) for b in profile.base_models],
+                 memdec_shape(profile))
+    keys = w.train * (2 * w.dim + 4)
+    w.gpu_search = w.on_gpu and profile.search_device != "cpu" and keys <= 0.5 * spec.memory
+    return w
+
+
+def compute_seconds(flops: float, moved: float, spec: DeviceSpec, training: bool = False) -> float:
+    """FLOPs at the efficient share of the peak, or bytes at the bandwidth, whichever is slower."""
+    eff = spec.training_efficiency if training else spec.inference_efficiency
+    return max(flops / (spec.peak_flops * eff), moved / spec.bandwidth)
+
+
+def forward_stage(w: Workload, name: str, lesson: str, model: ModelShape, tokens: float,
+                  head: bool = True, disk: float = 0.0, note: str = "") -> Stage:
+    """Sliding-window passes of `model` over `tokens` (keys: head=False; log-probs: True)."""
+    ctx = w.profile.context_length
+    flops = tokens * w.window_factor * forward_flops(model, ctx, head)
+    kind = "logprobs" if head else "keys"
+    batch = fitted(w, model, kind, w.profile.batch_size, resident=w.index_bytes)
+    memory = 4 * model.params + fixed_bytes(model, kind) + batch * item_bytes(model, ctx, kind)
+    return Stage(name, lesson, compute_seconds(flops, 0, w.spec), *w_memory(w, memory),
+                 disk, note or f"batch {batch}")
+
+
+def fitted(w: Workload, model: ModelShape, kind: str, asked: int, resident: float = 0.0) -> int:
+    """The batch budget.fit_batch would choose on this device (all of it on a CPU)."""
+    if not w.on_gpu:
+        return asked
+    room = DEVICE_SHARE * w.spec.memory - resident - 4 * model.params - fixed_bytes(model, kind)
+    return int(max(1, min(asked, room // item_bytes(model, w.profile.context_length, kind))))
+
+
+def w_memory(w: Workload, device_bytes: float, host_extra: float = 0.0) -> tuple[float, float]:
+    """(GPU bytes, host bytes) of a stage whose device work needs `device_bytes`: on a CPU-only
+    run the host holds it."""
+    host = HOST_BASELINE + 4 * (w.train + 2 * w.held) + host_extra
+    return (device_bytes, host) if w.on_gpu else (0.0, host + device_bytes)
+
+
+def search_stage(w: Workload, name: str, lesson: str, queries: float, k: int,
+                 disk: float = 0.0, temperatures: int = 1) -> Stage:
+    """`queries` k-NN searches over the datastore, then the kNN distributions on the CPU."""
+    n, d, p = w.train, w.dim, w.profile
+    if w.gpu_search:
+        seconds = 1.3 * compute_seconds(2 * queries * n * d, 0, w.spec)  # + top-k and merges
+        seconds += queries * (k + max(32, k // 4)) * d * 2 / w.spec.bandwidth  # exact re-rank
+        device = w.index_bytes + 4 * w.bases[0].params + 2**25 * 10 + 2**26 * 6
+    else:
+        seconds = faiss_seconds(w, queries)
+        device = 4 * w.bases[0].params
+    seconds += queries * k * RATES["knn_neighbour"] * temperatures
+    host = 8192 * (k + 1) * 8 * 6  # one chunk of neighbours and their row sorts
+    if not w.gpu_search and p.index_type != "ivfpq":
+        host += n * d * 4  # faiss holds float32 keys in host memory
+    return Stage(name, lesson, seconds, *w_memory(w, device, host), disk,
+                 "exact, on the GPU" if w.gpu_search else f"faiss {p.index_type}, CPU")
+
+
+def faiss_seconds(w: Workload, queries: float) -> float:
+    """faiss on the host: flat by BLAS; IVF lists scanned at RATES (float32 vectors of size 768
+    or 64-byte PQ codes, scaled to the key size and code size)."""
+    n, d, p = w.train, w.dim, w.profile
+    host_flops = HOST_FLOPS if w.on_gpu else w.spec.peak_flops
+    if p.index_type == "flat":
+        return 2 * queries * n * d / host_flops
+    scanned = queries * n * min(1.0, p.nprobe / p.ivf_nlist)
+    rate = (RATES["ivf_flat_scan"] * 768 / d if p.index_type == "ivf_flat"
+            else RATES["ivfpq_scan"] * 64 / p.pq_code_bytes)
+    return scanned / rate + 2 * queries * p.ivf_nlist * d / host_flops
+
+
+def train_stage(w: Workload, name: str, lesson: str, model: ModelShape, sequences: float,
+                batch: int, evals: float, runs: int = 1) -> Stage:
+    """`runs` trainings of `sequences` sequences each (micro-batches sized to memory), with
+    `evals` validation passes (perplexity and KL: two forwards) each."""
+    ctx = w.profile.context_length
+    flops = 3 * sequences * ctx * forward_flops(model, ctx)
+    seconds = compute_seconds(flops, 0, w.spec, training=True)
+    seconds += evals * 2 * compute_seconds(w.held * w.window_factor * forward_flops(model, ctx),
+                                           0, w.spec)
+    resident = w.index_bytes + 4 * w.bases[0].params
+    micro = fitted(w, model, "train", batch, resident)
+    device = resident + 4 * model.params + fixed_bytes(model, "train") + micro * item_bytes(
+        model, ctx, "train")
+    disk = runs * 4 * model.params + 12 * model.params  # final models + one live checkpoint
+    return Stage(name, lesson, runs * seconds, *w_memory(w, device), disk,
+                 f"{runs} run(s), micro-batch {micro}")
+
+
+def setup_stage(w: Workload) -> Stage:
+    """Installing what is missing, starting seven kernels, downloading data and models."""
+    p = w.profile
+    data = next((v for k, v in DOWNLOADS.items() if k in p.domain_corpus), 0.0)
+    models = sum(4 * b.params for name, b in zip(p.base_models, w.bases)
+                 if not name.startswith("bundled:"))
+    seconds = 7 * 15 + (data + models) / RATES["download"]
+    largest = max(4 * b.params for b in w.bases)
+    return Stage("setup: install, kernels, downloads", "00-06", seconds,
+                 *w_memory(w, 0.0, largest), data + models, "7 kernels x 15 s + downloads")
+
+
+def corpus_stage(w: Workload) -> Stage:
+    tokens = w.train + 2 * w.held
+    return Stage("tokenize the corpus (capped)", "00", tokens / RATES["tokenize"],
+                 *w_memory(w, 0.0, 40e6), 4 * tokens, "stops at the caps")
+
+
+def index_stage(w: Workload, loads: int = 5) -> Stage:
+    """GPU: the keys copied to the device once per lesson that searches; CPU: faiss built once."""
+    n, d, p = w.train, w.dim, w.profile
+    if w.gpu_search:
+        seconds = loads * n * 2 * d * (1 / RATES["disk"] + 1 / RATES["host_to_device"])
+        return Stage("search keys onto the GPU", "01-06", seconds,
+                     *w_memory(w, w.index_bytes + 4 * w.bases[0].params), 0.0,
+                     f"{loads} lessons x one copy")
+    per_key = {"flat": 4 * d, "ivf_flat": 4 * d + 8}.get(p.index_type, p.pq_code_bytes + 8)
+    train = 0 if p.index_type == "flat" else min(p.index_train_size, n) * p.ivf_nlist * d * 2 * 20
+    seconds = (train + n * d * 2 * (1 if p.index_type == "flat" else p.ivf_nlist)) / HOST_FLOPS
+    seconds += loads * n * per_key / RATES["disk"]
+    return Stage(f"faiss {p.index_type} index", "01", seconds, *w_memory(w, 0.0, n * per_key),
+                 n * per_key, "CPU")
+
+
+def course_stages(w: Workload) -> list[Stage]:
+    """Every stage of lessons 00-06 on the profile, in order."""
+    p, n, e, base0, mem = w.profile, w.train, w.held, w.bases[0], w.memdec
+    m, d, abl = p.target_top_m, w.dim, lesson_parameters("06")
+    temps = len(set(p.knn_temperature_grid) | {p.knn_temperature})
+    bases = [forward_stage(w, f"base {i} log-probs (val, test, general test)", "00-05", b, 3 * e)
+             for i, b in enumerate(w.bases)]
+    small = config_shape({"n_layer": abl["SMALL_LAYERS"], "n_embd": abl["SMALL_DIM"],
+                          "vocab_size": mem.vocab, "n_positions": p.context_length})
+    ablation_sequences = abl["ABLATION_STEPS"] * abl["ABLATION_BATCH"] * p.grad_accum
+    sizes = [f for f in abl["FRACTIONS"] if f < 1]
+    return [
+        setup_stage(w), corpus_stage(w), *bases,
+        forward_stage(w, "datastore keys", "01", base0, n, head=False, disk=n * (2 * d + 4)),
+        forward_stage(w, "held-out keys (val, test)", "01-04", base0, 2 * e, head=False),
+        index_stage(w),
+        search_stage(w, "kNN targets, every datastore position", "03", n, p.k + 1,
+                     disk=n * (6 * m + 2)),
+        search_stage(w, "validation kNN targets", "03", e, p.k, disk=e * (6 * m + 2)),
+        search_stage(w, "kNN-LM (val, test)", "02-04", 2 * e, p.k, temperatures=temps),
+        train_stage(w, "train the Memory Decoder", "03", mem,
+                    p.train_steps * p.train_batch_size * p.grad_accum, p.train_batch_size,
+                    p.train_steps / p.eval_every + 1),
+        forward_stage(w, "Memory Decoder log-probs (val, test)", "04", mem, 2 * e),
+        Stage("decoding demo (base, + MemDec, + kNN-LM)", "05", 30.0, *w_memory(w, 0.0)),
+        train_stage(w, "ablation trainings (beta)", "06", mem, ablation_sequences,
+                    abl["ABLATION_BATCH"], 1.5, runs=len(abl["BETAS"])),
+        train_stage(w, "ablation training (small, scratch)", "06", small, ablation_sequences,
+                    abl["ABLATION_BATCH"], 1.5),
+        search_stage(w, "ablation searches (k, tau, datastore size)", "06",
+                     abl["QUERIES"] * (1 + len(sizes)), max(max(abl["K_GRID"]), p.k)),
+    ]
+
+
+@dataclass
+class Plan:
+    """A profile's stages on a device, and their totals."""
+
+    profile: str
+    device: DeviceSpec
+    stages: list[Stage]
+
+    @property
+    def minutes(self) -> float:
+        return sum(s.seconds for s in self.stages) / 60
+
+    @property
+    def gpu_gb(self) -> float:
+        return max(s.gpu_bytes for s in self.stages) / GB
+
+    @property
+    def host_gb(self) -> float:
+        return max(s.host_bytes for s in self.stages) / GB
+
+    @property
+    def disk_gb(self) -> float:
+        return sum(s.disk_bytes for s in self.stages) / GB
+
+
+def make_plan(profile: Any, spec: DeviceSpec | None = None) -> Plan | None:
+    """The profile's plan on `spec` (default: this machine); None if the corpus size is unknown
+    (a `files:` or hub corpus with no caps)."""
+    spec = spec or this_device(profile)
+    w = workload(profile, spec)
+    return None if w is None else Plan(profile.name, spec, course_stages(w))
+
+
+def format_plan(plan: Plan, budget: dict[str, float] | None = None) -> str:
+    """A markdown table of the stages and the totals (with the profile's budget, if any)."""
+    gpu = plan.device.memory > 0
+    lines = [f"plan for profile {plan.profile!r} on {plan.device.name} (estimates, see "
+             "memdec_helpers/plan.py for the assumptions)", "",
+             "| stage | lesson | minutes | " + ("GPU GB | " if gpu else "") + "host GB | disk GB |",
+             "|---|---|---|" + ("---|" if gpu else "") + "---|---|"]
+    for s in plan.stages:
+        gpu_col = f"{s.gpu_bytes / GB:.1f} | " if gpu else ""
+        lines.append(f"| {s.name} ({s.note}) | {s.lesson} | {s.seconds / 60:.1f} | {gpu_col}"
+                     f"{s.host_bytes / GB:.1f} | {s.disk_bytes / GB:.2f} |")
+    total = (f"| **total** (peaks; disk summed) | | **{plan.minutes:.0f}** | "
+             + (f"**{plan.gpu_gb:.1f}** | " if gpu else "")
+             + f"**{plan.host_gb:.1f}** | **{plan.disk_gb:.1f}** |")
+    lines.append(total)
+    if budget:
+        lines.append("| budget | | " + " | ".join(
+            f"{budget[k]:g}" for k in (["minutes", "gpu_gb"] if gpu else ["minutes"])
+            + ["host_gb", "disk_gb"]) + " |")
+    return "\n".join(lines)
+
+
+def machine_capacity(profile: Any) -> dict[str, float]:
+    """What this machine offers, in GB: GPU memory, host memory, free disk under the artifacts."""
+    import shutil
+
+    import torch
+
+    from .artifacts import artifacts_root
+    from .budget import host_total_bytes
+
+    root = artifacts_root(profile.artifacts_dir)
+    while not root.exists():
+        root = root.parent
+    gpu = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
+    return {"gpu_gb": gpu / GB, "host_gb": host_total_bytes() / GB,
+            "disk_gb": shutil.disk_usage(root).free / GB}
+
+
+def misfits(profile: Any) -> list[str]:
+    """Why the profile's plan does not fit this machine (empty: it fits)."""
+    plan = make_plan(profile)
+    if plan is None:
+        return []
+    have = machine_capacity(profile)
+    need = {"gpu_gb": plan.gpu_gb, "host_gb": plan.host_gb, "disk_gb": plan.disk_gb}
+    label = {"gpu_gb": "GPU memory", "host_gb": "host memory", "disk_gb": "free disk"}
+    out = [f"needs {need[k]:.1f} GB of {label[k]} but this machine has {have[k]:.1f} GB"
+           for k in need if need[k] > have[k]]
+    minutes = profile.budget_minutes
+    if minutes is not None and plan.minutes > minutes:
+        out.append(f"would take about {plan.minutes:.0f} min on {plan.device.name}, over its "
+                   f"budget of {minutes:g} min")
+    return out
+
+
+def summary(plan: Plan) -> str:
+    """One line: stages, estimated minutes and peaks."""
+    gpu = f", GPU {plan.gpu_gb:.1f} GB" if plan.device.memory > 0 else ""
+    return (f"plan: {len(plan.stages)} stages on {plan.device.name}, about {plan.minutes:.0f} min"
+            f"{gpu}, host {plan.host_gb:.1f} GB, disk {plan.disk_gb:.1f} GB "
+            "(estimates; P.plan(profile) shows every stage)")
