@@ -54,8 +54,8 @@ class TorchFlatIndex:
             keys = torch.empty((self.ntotal, self.d), dtype=self.dtype, device=self.device)
             norms = torch.empty(self.ntotal, dtype=torch.float32, device=self.device)
             for lo in range(0, self.ntotal, UPLOAD_ROWS):
-                chunk = torch.from_numpy(np.asarray(self.source[lo:lo + UPLOAD_ROWS]))
-                chunk = chunk.to(self.device, torch.float32)  # [c, d]
+                rows = np.array(self.source[lo:lo + UPLOAD_ROWS], dtype=np.float32)  # a copy
+                chunk = torch.from_numpy(rows).to(self.device)  # [c, d] float32
                 keys[lo:lo + len(chunk)] = chunk.to(self.dtype)
                 norms[lo:lo + len(chunk)] = chunk.square().sum(1)
             self.keys, self.norms = keys, norms

@@ -54,8 +54,12 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
 
 
 def plan_summary(profile: Profile) -> str:
-    """One line: the run's estimated time and peak memory (see `plan`)."""
-    made = make_plan(profile)
+    """One line: the run's estimated time and peak memory (see `plan`); a plan that cannot be
+    made (an unusual model or corpus) says so instead of stopping the lesson."""
+    try:
+        made = make_plan(profile)
+    except (ValueError, KeyError, OSError) as err:
+        return f"plan: not available ({err})"
     return summary(made) if made else "plan: corpus size unknown until it is read (no caps)"
 
 

@@ -69,20 +69,20 @@ def gpu_spec(name: str, memory: float) -> DeviceSpec:
     return DeviceSpec(name, T4.peak_flops, T4.bandwidth, memory)
 
 
-def cpu_spec(threads: int | None = None) -> DeviceSpec:
-    """This machine's CPU: float32 matmul throughput measured in ~0.1 s; efficiency 1 (the
-    measurement is already what a matmul reaches)."""
+def cpu_spec() -> DeviceSpec:
+    """This machine's CPU: float32 matmul throughput, the best of a few 1024² products (~0.1 s);
+    models reach 70% of it in inference, 50% in training."""
     import time
 
     import torch
 
-    a = torch.randn(512, 512)
-    torch.mm(a, a)
-    start, reps = time.perf_counter(), 20
-    for _ in range(reps):
+    a = torch.randn(1024, 1024)
+    best = float("inf")
+    for _ in range(4):
+        start = time.perf_counter()
         torch.mm(a, a)
-    flops = reps * 2 * 512**3 / (time.perf_counter() - start)
-    return DeviceSpec("CPU", flops, 10e9, 0.0, 0.7, 0.5)
+        best = min(best, time.perf_counter() - start)
+    return DeviceSpec("CPU", 2 * 1024**3 / best, 10e9, 0.0, 0.7, 0.5)
 
 
 def this_device(profile: Any) -> DeviceSpec:

@@ -176,9 +176,20 @@ def validate_profile(p: Profile) -> None:
 
 def load_profile(name: str = "tiny", **overrides: Any) -> Profile:
     """Load a profile by name (`tiny`, `cpu`, `colab`, `gpu`, `auto`) or YAML path, then
-    apply keyword overrides. Unknown names or knobs raise ValueError."""
+    apply keyword overrides. Unknown names or knobs raise ValueError. A YAML file may start
+    from another profile with `extends: <name or path>` (e.g. your corpus on colab's knobs)."""
     if name == "auto":
         name = resolve_auto()
+    values = profile_values(name)
+    check_overrides(overrides, "load_profile() overrides")
+    values.update(overrides)
+    profile = Profile(**values)
+    validate_profile(profile)
+    return profile
+
+
+def profile_values(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The knob values of a named or YAML profile, its `extends` chain resolved."""
     path = Path(name)
     if name in PROFILE_NAMES:
         path = PROFILE_DIR / f"{name}.yaml"
@@ -188,10 +199,15 @@ def load_profile(name: str = "tiny", **overrides: Any) -> Profile:
             "or the path of an existing .yaml file"
         )
     values = _read_yaml(path)
+    parent = values.pop("extends", None)
     check_overrides(values, str(path))
-    check_overrides(overrides, "load_profile() overrides")
     values.setdefault("name", path.stem)
-    values.update(overrides)
-    profile = Profile(**values)
-    validate_profile(profile)
-    return profile
+    if parent is None:
+        return values
+    relative = path.parent / str(parent)
+    parent = str(relative.resolve()) if relative.suffix in (".yaml", ".yml") else str(parent)
+    seen = seen + (str(path.resolve()),)
+    if parent in seen or (PROFILE_DIR / f"{parent}.yaml").resolve().as_posix() in seen \
+            or parent == "auto":
+        raise ValueError(f"extends: {parent!r} in {path} loops or is 'auto'; name a profile")
+    return {**profile_values(parent, seen), **values}

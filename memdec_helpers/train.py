@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from .artifacts import atomic_write_json, config_hash, read_manifest, write_manifest
 from .devices import autocast, autocast_dtype, resolve_device, seed_everything
+from .distributed import (all_reduce_sum, barrier, check_batch_split, data_parallel, local_device,
+                          world)
 from .evaluate import check_context_fits, mix_logprobs, perplexity, token_logprobs, tokens_hash
 from .memdec import memdec_loss, sparse_kl
 from .budget import act_bytes_for, fit_batch, sized_window_batches
@@ -177,37 +179,44 @@ def train_memory_decoder(profile: Any, model: Any, train_tokens: np.ndarray, tar
     config = train_config(profile, model, train_tokens, targets)
     if is_finished(out_dir, config):
         return _reuse(out_dir, model)
-    device = resolve_device(profile.device)
+    rank, _ = world()
+    check_batch_split(profile.train_batch_size)
+    device = local_device(resolve_device(profile.device))
     amp = autocast_dtype(device, profile.dtype)
-    seed_everything(profile.seed)
+    seed_everything(profile.seed + rank)  # data-parallel processes: their own dropout masks
     model = model.float().to(device).train()
     optimizer, scheduler, scaler = _optimisation(profile, model, device, amp)
     starts = sequence_starts(len(train_tokens), profile.context_length)
     state = _load_checkpoint(out_dir, config, model, optimizer, scheduler, scaler) if resume else None
-    if state is None:
+    if state is None and rank == 0:
         _clear_run(out_dir)
+    barrier()
     step, history = state or (0, _new_history(config, profile, starts))
     micro = micro_batch_size(profile, model, device, amp)
+    runner = data_parallel(model, device)
     evaluate = partial(_evaluate, profile, val_tokens=val_tokens, val_targets=val_targets,
                        val_base_logprobs=val_base_logprobs)
-    bar = tqdm(total=profile.train_steps, initial=step, desc="train MemDec", disable=not progress)
+    bar = tqdm(total=profile.train_steps, initial=step, desc="train MemDec",
+               disable=not progress or rank != 0)
     while step < profile.train_steps:
         record = _train_step(profile, model, optimizer, scaler, train_tokens, targets, starts,
-                             step, device, amp, micro)
+                             step, device, amp, micro, runner)
         record["lr"] = scheduler.get_last_lr()[0]
         scheduler.step()
         step += 1
         history["steps"].append(record)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.3f}", kl=f"{record['kl']:.3f}", ce=f"{record['ce']:.3f}")
-        if step % profile.eval_every == 0 or step == profile.train_steps:
+        if (step % profile.eval_every == 0 or step == profile.train_steps) and rank == 0:
             history["evals"].append({"step": step, **evaluate(model)})
             _save_checkpoint(out_dir, config, model, optimizer, scheduler, scaler, step, history)
         if callback is not None:
             callback(record)
     bar.close()
-    _finish(out_dir, config, model.eval(), history)
-    return model, history
+    if rank == 0:
+        _finish(out_dir, config, model.eval(), history)
+    barrier()
+    return model.eval(), history
 
 
 def _optimisation(profile: Any, model: Any, device: torch.device, amp: torch.dtype | None):
@@ -234,26 +243,40 @@ def micro_batch_size(profile: Any, model: Any, device: torch.device,
     return fit_batch(asked, model, profile.context_length, "train", device, act_bytes_for(amp))
 
 
-def _train_step(profile, model, optimizer, scaler, tokens, targets, starts, step, device, amp,
-                micro_size: int) -> dict:
-    """One optimizer step over `grad_accum` batches, each run in forward passes of at most
-    `micro_size` sequences; every sequence weighs the same. Returns the mean loss/kl/ce."""
-    totals = torch.zeros(3, device=device)
-    per_sequence = 1.0 / (profile.train_batch_size * profile.grad_accum)
+def step_parts(profile: Any, starts: np.ndarray, step: int, micro_size: int) -> list[np.ndarray]:
+    """Starts of the sequences this process runs in `step`, one array per forward pass: its
+    share (every world-th) of each of the `grad_accum` batches, in passes of <= micro_size."""
+    rank, size = world()
+    parts = []
     for micro in range(profile.grad_accum):
         chosen = batch_sequences(step, micro, profile.train_batch_size, profile.grad_accum,
-                                 len(starts), profile.seed)
-        for lo in range(0, len(chosen), micro_size):
-            part = starts[chosen[lo:lo + micro_size]]
-            batch = make_batch(tokens, targets.ids, targets.probs, part, profile.context_length)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                                 len(starts), profile.seed)[rank::size]
+        parts += [starts[chosen[lo:lo + micro_size]] for lo in range(0, len(chosen), micro_size)]
+    return parts
+
+
+def _train_step(profile, model, optimizer, scaler, tokens, targets, starts, step, device, amp,
+                micro_size: int, runner: Any = None) -> dict:
+    """One optimizer step over `grad_accum` batches, each run in forward passes of at most
+    `micro_size` sequences (shared among data-parallel processes); every sequence weighs the
+    same. Returns the mean loss/kl/ce."""
+    runner, size = runner or model, world()[1]
+    totals = torch.zeros(3, device=device)
+    per_sequence = 1.0 / (profile.train_batch_size * profile.grad_accum)
+    parts = step_parts(profile, starts, step, micro_size)
+    for j, part in enumerate(parts):
+        batch = make_batch(tokens, targets.ids, targets.probs, part, profile.context_length)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        last = j == len(parts) - 1  # DDP averages the gradients once, after the last pass
+        with contextlib.nullcontext() if last or size == 1 else runner.no_sync():
             with autocast(device, amp):
-                logits = model(batch["input_ids"], use_cache=False).logits  # [b, L, V]
+                logits = runner(batch["input_ids"], use_cache=False).logits  # [b, L, V]
             loss, kl, ce = memdec_loss(logits, batch["target_ids"], batch["target_probs"],
                                        batch["labels"], profile.beta)
             weight = len(part) * per_sequence  # every position of a sequence is supervised
-            scaler.scale(loss * weight).backward()
-            totals += torch.stack([loss.detach(), kl.detach(), ce.detach()]) * weight
+            scaler.scale(loss * (weight * size)).backward()  # x size: DDP divides by it
+        totals += torch.stack([loss.detach(), kl.detach(), ce.detach()]) * weight
+    all_reduce_sum(totals)
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), profile.grad_clip)
     scaler.step(optimizer)

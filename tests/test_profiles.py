@@ -63,3 +63,18 @@ def test_every_stage_has_its_knobs():
               "nprobe", "k", "knn_temperature", "target_top_m", "beta", "memdec_layers",
               "memdec_init", "learning_rate", "train_steps", "alpha_grid", "seed", "device", "dtype"}
     assert needed <= set(KNOBS)
+
+
+def test_yaml_extends_another_profile(tmp_path):
+    path = tmp_path / "my_domain.yaml"
+    path.write_text("extends: colab\ndomain_corpus: files:/data/contracts\nmax_train_tokens: 500000\n")
+    profile, colab = load_profile(str(path)), load_profile("colab")
+    assert (profile.name, profile.domain_corpus, profile.max_train_tokens) == (
+        "my_domain", "files:/data/contracts", 500000)
+    assert profile.k == colab.k and profile.base_models == colab.base_models
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ValueError, match="loops"):
+        load_profile(str(tmp_path / "loop.yaml"))
+    (tmp_path / "bad.yaml").write_text("extends: colab\nbogus: 1\n")
+    with pytest.raises(ValueError, match="bogus"):
+        load_profile(str(tmp_path / "bad.yaml"))
