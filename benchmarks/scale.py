@@ -18,7 +18,10 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+
+from memdec_helpers import costs, load_profile, plan as pl
 
 STAGES = ("corpus", "keys", "held-out keys", "targets", "knn-lm", "base0 logprobs",
           "base1 logprobs", "train")
@@ -123,30 +126,22 @@ def measure(stages: list[str], scale: int, root: Path, profile: str) -> list[dic
 
 def reduced_workload(scale: int, profile_name: str, spec=None):
     """The plan's workload of the profile at a reduced scale, on `spec` (default: this CPU)."""
-    from memdec_helpers import load_profile, plan as pl
-
     profile = load_profile(profile_name, max_train_tokens=scale, max_eval_tokens=eval_tokens(scale))
-    return pl.workload(profile, spec or pl.cpu_spec())
+    return pl.workload(profile, spec or costs.cpu_spec())
 
 
 def calibrated_spec(keys_row: dict, profile_name: str):
     """This machine as the plan sees it, with the FLOP rate the keys stage reached (a shared
     machine's load moves a quick matmul benchmark too much)."""
-    from dataclasses import replace
-
-    from memdec_helpers import plan as pl
-
     w = reduced_workload(keys_row["scale"], profile_name)
-    flops = w.train * w.window_factor * pl.forward_flops(w.bases[0], w.profile.context_length,
-                                                          head=False)
+    flops = w.train * w.window_factor * costs.forward_flops(w.bases[0], w.profile.context_length,
+                                                             head=False)
     achieved = flops / keys_row["seconds"]
     return replace(w.spec, peak_flops=achieved / w.spec.inference_efficiency)
 
 
 def model_estimate(stage: str, scale: int, profile_name: str, spec) -> float:
     """The plan's seconds for the benchmark's own work at this scale on this machine."""
-    from memdec_helpers import plan as pl
-
     w = reduced_workload(scale, profile_name, spec)
     profile = w.profile
     e, temps = w.held, len(set(profile.knn_temperature_grid) | {profile.knn_temperature})
@@ -183,16 +178,13 @@ def main(argv: list[str] | None = None) -> None:
 def add_estimates(rows: list[dict], profile: str) -> None:
     """Each row's `estimate`: the plan's seconds for that work, at the FLOP rate the keys stage
     of the same scale reached (this CPU's quick benchmark where keys were not run)."""
-    from memdec_helpers import plan as pl
-
     for r in rows:
         keys = next((k for k in rows if k["stage"] == "keys" and k["scale"] == r["scale"]), None)
-        spec = calibrated_spec(keys, profile) if keys else pl.cpu_spec()
+        spec = calibrated_spec(keys, profile) if keys else costs.cpu_spec()
         r["estimate"] = model_estimate(r["stage"], r["scale"], profile, spec)
 
 
 def print_tables(rows: list[dict], profile: str, scales: list[int]) -> None:
-    from memdec_helpers import load_profile, plan as pl
 
     gpu = any(r["gpu_mb"] for r in rows)
     print(f"\n## Measured at {scales[0]:,} and {scales[1]:,} datastore tokens (this machine)\n")
@@ -207,8 +199,8 @@ def print_tables(rows: list[dict], profile: str, scales: list[int]) -> None:
     print("\n*the plan's cost model for the same work, at the FLOP rate the keys stage reached "
           "on this machine")
     p = load_profile(profile)
-    plan = pl.make_plan(p, pl.T4)
-    print(f"\n## Growth between the scales, and the full stage projected on a T4\n")
+    plan = pl.make_plan(p, costs.T4)
+    print("\n## Growth between the scales, and the full stage projected on a T4\n")
     print("| stage | time x | host growth x | disk x | plan stage | T4 minutes | GPU GB | "
           "host GB | disk GB |")
     print("|---|---|---|---|---|---|---|---|---|")

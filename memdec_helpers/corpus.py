@@ -18,8 +18,8 @@ from tqdm import tqdm
 from .artifacts import (array_hash, atomic_save_npy, clear_stage, stage_dir, stage_is_current,
                         write_manifest)
 from .models import load_tokenizer
-from .sources import (SPLITS, Document, DocumentSource, bundled_corpus_path,  # noqa: F401
-                      files_fingerprint, in_memory_source, open_source)
+from .sources import SPLITS, Document, files_fingerprint, open_source
+from .sources import bundled_corpus_path  # noqa: F401  (its home before sources.py existed)
 
 TOKENIZE_BATCH = 64  # documents per tokenizer call
 TOKENIZE_CHARS = 1_000_000  # characters per tokenizer call (~250k tokens, ~35 MB of encodings)

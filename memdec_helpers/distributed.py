@@ -13,8 +13,6 @@ import argparse
 import datetime
 import os
 import sys
-from typing import Any
-
 import torch
 import torch.distributed as dist
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from memdec_helpers import budget, load_profile, pipeline as P
-from memdec_helpers.plan import T4, format_plan, forward_flops, hub_shape, make_plan
+from memdec_helpers.costs import T4, forward_flops, hub_shape
+from memdec_helpers.plan import format_plan, make_plan
 from memdec_helpers.profiles import auto_choice
 
 
