@@ -5,6 +5,8 @@ The numbers plan.py turns into per-stage estimates, with their stated assumption
   is set per device spec: 35% for inference matmuls and search, 20% for training (optimizer,
   softmax and elementwise work are memory-bound; a T4 in Colab also throttles below its boost
   clock);
+- exact search on the GPU: the matmul at the inference efficiency, plus the memory traffic of
+  the top-k over every score and of the float32 re-rank (TOPK_BYTES, RERANK_BYTES);
 - CPU-side work (kNN distributions, tokenizing, downloads, faiss) at the rates in `RATES`
   (faiss-cpu's IVF-Flat scan rate was measured on 2 threads; the others are assumptions);
 - model shapes from their configs (known GPT-2 family hub ids without a download).
@@ -28,6 +30,8 @@ RATES = {
     "ivf_flat_scan": 2.3e6,  # float32 keys of size 768 compared per second (faiss, 2 threads)
     "ivfpq_scan": 30e6,  # 64-byte PQ codes compared per second (faiss, 2 threads)
 }
+TOPK_BYTES = 16  # memory traffic per exact-search score: written in float32, read ~3x by top-k
+RERANK_BYTES = 10  # per candidate key entry re-ranked: fp16 gather, float32 copy, bmm read
 HOST_FLOPS = 100e9  # float32 FLOP/s of the host's BLAS beside a GPU (a few cores)
 HOST_BASELINE = 1.2 * GB  # Python, torch, transformers, faiss and the notebook kernel
 DOWNLOADS = {"wikitext-103": 0.9 * GB, "wikitext-2": 0.02 * GB}  # parquet + arrow cache
@@ -69,7 +73,8 @@ def gpu_spec(name: str, memory: float) -> DeviceSpec:
 
 def cpu_spec() -> DeviceSpec:
     """This machine's CPU: float32 matmul throughput, the best of a few 1024² products (~0.1 s);
-    models reach 70% of it in inference, 50% in training."""
+    models reach 70% of it in inference, 30% in training (benchmarks/scale.py measured these
+    shares for GPT-2 small on 2 cores)."""
     import time
 
     import torch
@@ -80,7 +85,7 @@ def cpu_spec() -> DeviceSpec:
         start = time.perf_counter()
         torch.mm(a, a)
         best = min(best, time.perf_counter() - start)
-    return DeviceSpec("CPU", 2 * 1024**3 / best, 10e9, 0.0, 0.7, 0.5)
+    return DeviceSpec("CPU", 2 * 1024**3 / best, 10e9, 0.0, 0.7, 0.3)
 
 
 def this_device(profile: Any) -> DeviceSpec:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import DEVICE_SHARE, ModelShape, fixed_bytes, item_bytes
-from .costs import (DOWNLOADS, GB, HOST_BASELINE, HOST_FLOPS, RATES, DeviceSpec, config_shape,
-                    corpus_tokens, forward_flops, lesson_parameters, memdec_shape, model_shape,
-                    this_device)
+from .costs import (DOWNLOADS, GB, HOST_BASELINE, HOST_FLOPS, RATES, RERANK_BYTES, TOPK_BYTES,
+                    DeviceSpec, config_shape, corpus_tokens, forward_flops, lesson_parameters,
+                    memdec_shape, model_shape, this_device)
 
 
 # --- stages --------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ class Workload:
     held: int  # tokens of one held-out split
     bases: list[ModelShape] = field(default_factory=list)
     memdec: ModelShape | None = None
-    gpu_search: bool = False
+    torch_search: bool = False
 
     @property
     def on_gpu(self) -> bool:
@@ -54,7 +54,7 @@ class Workload:
     @property
     def index_bytes(self) -> float:
         """Device bytes of the exact-search keys (fp16) and their norms."""
-        return self.train * (2 * self.dim + 4) if self.gpu_search else 0.0
+        return self.train * (2 * self.dim + 4) if self.torch_search else 0.0
 
     @property
     def window_factor(self) -> float:
@@ -70,7 +70,7 @@ def workload(profile: Any, spec: DeviceSpec) -> Workload | None:
     w = Workload(profile, spec, *counts, [model_shape(b) for b in profile.base_models],
                  memdec_shape(profile))
     keys = w.train * (2 * w.dim + 4)
-    w.gpu_search = w.on_gpu and profile.search_device != "cpu" and keys <= 0.5 * spec.memory
+    w.torch_search = w.on_gpu and profile.search_device != "cpu" and keys <= 0.5 * spec.memory
     return w
 
 
@@ -111,19 +111,21 @@ def search_stage(w: Workload, name: str, lesson: str, queries: float, k: int,
                  disk: float = 0.0, temperatures: int = 1) -> Stage:
     """`queries` k-NN searches over the datastore, then the kNN distributions on the CPU."""
     n, d, p = w.train, w.dim, w.profile
-    if w.gpu_search:
-        seconds = 1.3 * compute_seconds(2 * queries * n * d, 0, w.spec)  # + top-k and merges
-        seconds += queries * (k + max(32, k // 4)) * d * 2 / w.spec.bandwidth  # exact re-rank
+    if w.torch_search:
+        candidates = k + max(32, k // 4)
+        seconds = compute_seconds(2 * queries * n * d, 0, w.spec)  # candidate matmuls
+        seconds += queries * n * TOPK_BYTES / w.spec.bandwidth  # their scores' top-k
+        seconds += queries * candidates * d * RERANK_BYTES / w.spec.bandwidth  # re-rank
         device = w.index_bytes + 4 * w.bases[0].params + 2**25 * 10 + 2**26 * 6
     else:
         seconds = faiss_seconds(w, queries)
         device = 4 * w.bases[0].params
     seconds += queries * k * RATES["knn_neighbour"] * temperatures
     host = 8192 * (k + 1) * 8 * 6  # one chunk of neighbours and their row sorts
-    if not w.gpu_search and p.index_type != "ivfpq":
+    if not w.torch_search and p.index_type != "ivfpq":
         host += n * d * 4  # faiss holds float32 keys in host memory
     return Stage(name, lesson, seconds, *w_memory(w, device, host), disk,
-                 "exact, on the GPU" if w.gpu_search else f"faiss {p.index_type}, CPU")
+                 "exact, on the GPU" if w.torch_search else f"faiss {p.index_type}, CPU")
 
 
 def faiss_seconds(w: Workload, queries: float) -> float:
@@ -178,7 +180,7 @@ def corpus_stage(w: Workload) -> Stage:
 def index_stage(w: Workload, loads: int = 5) -> Stage:
     """GPU: the keys copied to the device once per lesson that searches; CPU: faiss built once."""
     n, d, p = w.train, w.dim, w.profile
-    if w.gpu_search:
+    if w.torch_search:
         seconds = loads * n * 2 * d * (1 / RATES["disk"] + 1 / RATES["host_to_device"])
         return Stage("search keys onto the GPU", "01-06", seconds,
                      *w_memory(w, w.index_bytes + 4 * w.bases[0].params), 0.0,
@@ -261,8 +263,8 @@ def make_plan(profile: Any, spec: DeviceSpec | None = None) -> Plan | None:
 def format_plan(plan: Plan, budget: dict[str, float] | None = None) -> str:
     """A markdown table of the stages and the totals (with the profile's budget, if any)."""
     gpu = plan.device.memory > 0
-    lines = [f"plan for profile {plan.profile!r} on {plan.device.name} (estimates, see "
-             "memdec_helpers/plan.py for the assumptions)", "",
+    lines = [f"plan for profile {plan.profile!r} on {plan.device.name} (estimates; "
+             "the assumptions are in memdec_helpers/costs.py)", "",
              "| stage | lesson | minutes | " + ("GPU GB | " if gpu else "") + "host GB | disk GB |",
              "|---|---|---|" + ("---|" if gpu else "") + "---|---|"]
     for s in plan.stages:
