@@ -1,4 +1,6 @@
 """Memory budgets: batches lowered to what memory holds; micro-batches leave training unchanged."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -47,14 +49,14 @@ def test_gpt2_small_estimates_at_colab_shapes():
 
 def test_micro_batches_give_the_same_training(monkeypatch, profile, token_ids):
     """A step in forward passes of 1 sequence equals the step in one pass (dropout off)."""
-    profile.context_length, profile.stride, profile.batch_size = L, 8, 8
-    profile.train_batch_size, profile.grad_accum, profile.train_steps = 4, 2, 3
-    profile.eval_every, profile.memdec_init, profile.warmup_steps = 3, "scratch", 1
+    profile = dataclasses.replace(profile, context_length=L, stride=8, batch_size=8,
+                                  train_batch_size=4, grad_accum=2, train_steps=3, eval_every=3,
+                                  memdec_init="scratch", warmup_steps=1)
     targets = fake_targets(token_ids)
     runs = {}
     for name, micro in [("whole", None), ("split", 3)]:
-        profile.micro_batch_size = micro
-        model, history = train_memory_decoder(profile, no_dropout_gpt2(), token_ids, targets,
+        run = dataclasses.replace(profile, micro_batch_size=micro)
+        model, history = train_memory_decoder(run, no_dropout_gpt2(), token_ids, targets,
                                               profile_dir(profile, name), progress=False)
         runs[name] = (model, [s["loss"] for s in history["steps"]])
     np.testing.assert_allclose(runs["split"][1], runs["whole"][1], rtol=1e-5)

@@ -1,4 +1,5 @@
 """Data-parallel training: 2 CPU processes (gloo, DDP) give the single-process result."""
+import dataclasses
 import socket
 
 import numpy as np
@@ -41,10 +42,10 @@ def worker(rank, port, profile, tokens, out_dir, result_path):
 
 @pytest.fixture
 def setup(profile, token_ids):
-    profile.context_length, profile.stride, profile.batch_size = L, 8, 8
-    profile.train_batch_size, profile.grad_accum, profile.train_steps = 4, 2, 4
-    profile.eval_every, profile.memdec_init, profile.warmup_steps = 4, "scratch", 1
-    profile.micro_batch_size = 1  # each process: two passes of one sequence per batch
+    profile = dataclasses.replace(profile, context_length=L, stride=8, batch_size=8,
+                                  train_batch_size=4, grad_accum=2, train_steps=4, eval_every=4,
+                                  memdec_init="scratch", warmup_steps=1,
+                                  micro_batch_size=1)  # per process: 2 passes of 1 sequence
     return profile, token_ids
 
 
@@ -53,8 +54,8 @@ def test_two_processes_match_one(setup, tmp_path):
     mp.spawn(worker, args=(free_port(), profile, tokens, tmp_path / "ddp", tmp_path / "ddp.pt"),
              nprocs=2, join=True)
     got = torch.load(tmp_path / "ddp.pt")
-    profile.micro_batch_size = None
-    want_state, want_history = train(profile, tokens, tmp_path / "single")
+    single = dataclasses.replace(profile, micro_batch_size=None)
+    want_state, want_history = train(single, tokens, tmp_path / "single")
     for key in ("loss", "kl", "ce", "grad_norm"):  # grad_norm: Adam alone would hide a scale error
         np.testing.assert_allclose([s[key] for s in got["steps"]],
                                    [s[key] for s in want_history["steps"]], rtol=1e-5)

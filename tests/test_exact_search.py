@@ -1,4 +1,6 @@
 """Exact torch search (the GPU path, run here on the CPU) against faiss's flat index."""
+import dataclasses
+
 import faiss
 import numpy as np
 import pytest
@@ -80,7 +82,7 @@ def on_torch_cpu(monkeypatch):
 
 def test_build_index_uses_the_datastore_keys_and_targets_match_faiss(monkeypatch, profile):
     store = fake_datastore(clustered_keys(1500, 16))
-    profile.k, profile.target_top_m = 24, 8
+    profile = dataclasses.replace(profile, k=24, target_top_m=8)
     want = build_targets(profile, store, build_index(profile, store, progress=False), False)
     on_torch_cpu(monkeypatch)
     index = build_index(profile, store, progress=False, stage="index-torch")
@@ -99,8 +101,7 @@ def test_search_device_auto_needs_cuda_and_room(monkeypatch, profile):
     monkeypatch.setattr(index_mod, "free_device_memory", lambda device: 10_000)
     assert search_device(profile, 10, 8) == torch.device("cuda")  # 200 bytes of keys fit
     assert search_device(profile, 1000, 8) is None  # 20 kB do not fit in half of 10 kB: faiss
-    profile.search_device = "cpu"
-    assert search_device(profile, 10, 8) is None
+    assert search_device(dataclasses.replace(profile, search_device="cpu"), 10, 8) is None
 
 
 def test_pipeline_index_is_built_once_per_process(monkeypatch, profile):
