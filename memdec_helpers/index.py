@@ -228,16 +228,18 @@ def build_index(profile: Profile, datastore: Any, progress: bool = True,
 
 def _make_and_save(profile: Profile, keys: np.ndarray, directory: Path, config: dict,
                    progress: bool) -> Index:
-    """A fresh index of `keys`, its file written atomically, then its manifest."""
+    """A fresh index of `keys`, its file written atomically, then its manifest; returned as read
+    back from the file, the object every later process loads (a fresh flat index is a faiss
+    IndexFlat, read back an IndexFlatL2: the identity the targets record must not differ)."""
     clear_stage(directory)
     index = make_faiss_index(profile, keys, progress)
     with atomic_path(directory / INDEX_FILE) as tmp:
         faiss.write_index(index, str(tmp))
     ivf = _ivf(index)
-    manifest = write_manifest(directory, config, ntotal=int(index.ntotal), dim=keys.shape[1],
-                              faiss_type=type(index).__name__, nlist=ivf.nlist if ivf else None,
-                              faiss_version=faiss.__version__)
-    return Index(index, manifest, directory / INDEX_FILE)
+    write_manifest(directory, config, ntotal=int(index.ntotal), dim=keys.shape[1],
+                   faiss_type=type(index).__name__, nlist=ivf.nlist if ivf else None,
+                   faiss_version=faiss.__version__)
+    return load_index(directory)
 
 
 def load_index(path: str | Path) -> Index:
