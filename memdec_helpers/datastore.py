@@ -17,11 +17,12 @@ import torch
 
 from .artifacts import (PROGRESS, atomic_write_json, open_memmap, read_manifest, resume_point,
                         stage_dir, stage_is_current, stage_lock, write_manifest)
+from .budget import sized_window_batches
 from .devices import autocast, autocast_dtype
 from .models import (backbone, check_context_fits, check_finite, check_token_range, model_id,
                      run_device, transformer_blocks)
 from .profiles import KEY_LAYERS, Profile
-from .windows import as_token_array, plan_windows, tokens_hash, window_batches
+from .windows import as_token_array, tokens_hash, window_batches
 
 
 def key_module(model: Any, key_layer: str) -> torch.nn.Module:
@@ -78,13 +79,15 @@ def check_key_args(model: Any, tokens: np.ndarray, context_length: int, stride: 
 def key_batches(model: Any, tokens: np.ndarray, context_length: int, stride: int,
                 key_layer: str, batch_size: int, device: Any = None, progress: bool = False,
                 start_window: int = 0, dtype: str = "auto"
-                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(positions [n], keys float16 [n, d]) of the scored positions of each batch of windows."""
-    batches = window_batches(tokens, context_length, stride, batch_size, progress, "keys",
-                             start_window)
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """(positions [n], keys float16 [n, d], windows done) of the scored positions of each batch
+    of windows (the batch lowered to what memory holds)."""
     device = run_device(model, device)
     amp = autocast_dtype(device, dtype)
+    batches, _ = sized_window_batches(model, tokens, context_length, stride, batch_size, "keys",
+                                      device, amp, progress, "keys", start_window)
     body = backbone(model)  # no LM head: the keys do not need the [b, L, V] logits
+    done = start_window
     with capture_keys(model, key_layer) as box:
         for ids, scored, positions in batches:
             with torch.inference_mode(), autocast(device, amp):
@@ -92,7 +95,8 @@ def key_batches(model: Any, tokens: np.ndarray, context_length: int, stride: int
             keys = box.pop("keys")[:, :-1]  # [b, L-1, d]: position j (predicting j+1)
             keys = keys[scored.to(keys.device)].to(torch.float16)  # [n, d]
             check_finite(keys, f"float16 keys of model {model_id(model)}")
-            yield positions[scored].numpy(), keys.cpu().numpy()
+            done += len(ids)
+            yield positions[scored].numpy(), keys.cpu().numpy(), done
 
 
 def extract_keys(model: Any, token_ids: Any, context_length: int, stride: int,
@@ -102,8 +106,8 @@ def extract_keys(model: Any, token_ids: Any, context_length: int, stride: int,
     tokens = as_token_array(token_ids)
     check_key_args(model, tokens, context_length, stride, key_layer, batch_size)
     keys = np.empty((len(tokens) - 1, key_dim(model)), dtype=np.float16)  # [N-1, d]
-    for positions, batch_keys in key_batches(model, tokens, context_length, stride, key_layer,
-                                             batch_size, device, progress):
+    for positions, batch_keys, _ in key_batches(model, tokens, context_length, stride, key_layer,
+                                                batch_size, device, progress):
         keys[positions] = batch_keys
     return keys, tokens[1:].astype(np.int32)
 
@@ -195,14 +199,12 @@ def _write_keys(directory: Path, config: dict, model: Any, tokens: np.ndarray, p
     vals = open_memmap(directory / _part(VALS), np.int32, (len(tokens) - 1,), mode)
     vals[:] = tokens[1:]
     vals.flush()
-    num_windows = plan_windows(len(tokens), profile.context_length, profile.stride).num_windows
     batches = key_batches(model, tokens, profile.context_length, profile.stride,
                           profile.key_layer, profile.batch_size, None, progress, done,
                           profile.dtype)
-    for positions, batch_keys in batches:
+    for positions, batch_keys, done in batches:
         keys[positions] = batch_keys  # [n, d]
         keys.flush()  # bytes on disk before the progress file says so
-        done = min(done + profile.batch_size, num_windows)
         atomic_write_json(directory / PROGRESS, {"config": config, "windows_done": done})
     del keys, vals
 

@@ -22,12 +22,21 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """True if the GPU computes bf16 natively (compute capability >= 8.0: Ampere and newer).
+
+    `torch.cuda.is_bf16_supported()` also counts emulation, so it says True on a T4 (7.5),
+    where bf16 is slow and attention may fall back to its memory-hungry kernel."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def autocast_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for `device`: bf16 where supported, else fp16, on CUDA; None on CPU."""
+    """The autocast dtype for `device`: bf16 where native, else fp16 (trained with a
+    GradScaler), on CUDA; None on CPU or for float32."""
     if device.type != "cuda" or dtype == "float32":
         return None
     if dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return getattr(torch, dtype)
 
 

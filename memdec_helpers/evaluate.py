@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from .artifacts import cached_array, check_stage_name, stage_dir
+from .budget import sized_window_batches
 from .devices import autocast, autocast_dtype
 from .models import (check_context_fits, check_finite, check_token_range, model_id, run_device,
                      weights_fingerprint)
 from .profiles import Profile
-from .windows import as_token_array, tokens_hash, window_batches
+from .windows import as_token_array, tokens_hash
 
 
 FLOAT32_CHUNK = 2**26  # logits upcast to float32 at a time (256 MB), whatever the batch size
@@ -45,9 +46,10 @@ def token_logprobs(model: Any, token_ids: Any, context_length: int, stride: int,
     tokens = as_token_array(token_ids)
     check_context_fits(model, context_length)
     check_token_range(model, tokens)
-    batches = window_batches(tokens, context_length, stride, batch_size, progress, "log-probs")
     device = run_device(model, device)
     amp = autocast_dtype(device, dtype)
+    batches, _ = sized_window_batches(model, tokens, context_length, stride, batch_size,
+                                      "logprobs", device, amp, progress, "log-probs")
     out = np.empty(len(tokens) - 1, dtype=np.float32)  # [N-1]
     for ids, scored, positions in batches:
         ids = ids.to(device)  # [b, L]

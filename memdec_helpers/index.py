@@ -4,6 +4,10 @@
 `nlist` k-means cells; `ivfpq` also compresses every key to `pq_code_bytes` bytes (paper scale:
 4096 lists, 64-byte codes, nprobe 32). Keys are never normalized: kNN-LM and Memory Decoder use
 plain squared Euclidean distance.
+
+On a GPU whose memory holds the fp16 keys (`search_device: auto` or `cuda`), the index is exact
+search by torch instead (exact_search.py, whatever `index_type` says): the datastore's keys are
+the index, nothing is written. faiss on the CPU is the fallback.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import faiss  # interleaved (kNN-LM decoding) ran 2x slower on 2 cores (benchmar
 
 from .artifacts import (atomic_path, clear_stage, read_manifest, stage_dir, stage_is_current,
                         stage_lock, write_manifest)
+from .devices import resolve_device
+from .exact_search import TorchFlatIndex, free_device_memory
 from .profiles import INDEX_TYPES, Profile
 from .progress import progress_bar
 
@@ -25,16 +31,19 @@ INDEX_FILE = "index.faiss"
 ADD_CHUNK = 65_536  # keys converted to float32 and added per step (bounded memory)
 MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
 PQ_CENTROIDS = 256  # 8-bit sub-quantizers: 256 codewords each, need >= 256 training keys
+GPU_KEYS_SHARE = 0.5  # search_device auto: the fp16 keys may take this share of free GPU memory
 
 
 @dataclass
 class Index:
-    """A saved index: the faiss object and the manifest of the stage that made it (what the
-    targets stage records as the identity of the index it searched)."""
+    """A searchable index and where it came from: a saved faiss index with the manifest of the
+    stage that made it (what the targets stage records as the identity of the index it
+    searched), or exact torch search over the datastore's own keys (nothing saved: no manifest
+    or path; its identity is the datastore's)."""
 
-    faiss: Any  # a faiss index
+    faiss: Any  # a faiss index, or a TorchFlatIndex (the same d, ntotal and search(x, k))
     manifest: dict | None  # None when the folder has no manifest (a bare index file)
-    path: Path
+    path: Path | None
 
     @property
     def ntotal(self) -> int:
@@ -44,9 +53,15 @@ class Index:
     def d(self) -> int:
         return int(self.faiss.d)
 
+    def release(self) -> None:
+        """Free exact search's device copy of the keys (the next search copies them again)."""
+        if isinstance(self.faiss, TorchFlatIndex):
+            self.faiss.release()
+
 
 def as_faiss(index: Any) -> Any:
-    """The faiss object of an `Index`, or `index` itself (a faiss index made by make_index)."""
+    """The search object of an `Index` (faiss, or TorchFlatIndex), or `index` itself (an index
+    made by make_index)."""
     return index.faiss if isinstance(index, Index) else index
 
 
@@ -133,9 +148,15 @@ def factory_string(profile: Profile, d: int, n_train: int) -> str:
 
 def set_nprobe(index: Any, nprobe: int) -> None:
     """Search the `nprobe` nearest lists of an IVF index (clamped to nlist); no-op when flat."""
-    ivf = faiss.try_extract_index_ivf(as_faiss(index))
+    ivf = _ivf(index)
     if ivf is not None:
         ivf.nprobe = int(min(nprobe, ivf.nlist))
+
+
+def _ivf(index: Any) -> Any:
+    """The IVF part of a faiss index or `Index` (None for flat faiss indexes and torch search)."""
+    index = as_faiss(index)
+    return faiss.try_extract_index_ivf(index) if isinstance(index, faiss.Index) else None
 
 
 def add_keys(index: Any, keys: np.ndarray, progress: bool) -> None:
@@ -145,7 +166,30 @@ def add_keys(index: Any, keys: np.ndarray, progress: bool) -> None:
         index.add(np.ascontiguousarray(keys[start:start + ADD_CHUNK], dtype=np.float32))
 
 
-def make_index(profile: Profile, keys: np.ndarray, progress: bool = False) -> Any:
+def search_device(profile: Profile, n: int, d: int) -> torch.device | None:
+    """Where exact torch search runs, or None for faiss on the CPU: `search_device` cuda, or
+    auto with CUDA and fp16 keys within GPU_KEYS_SHARE of the free GPU memory."""
+    choice = profile.search_device
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return None
+    device = resolve_device("cuda")
+    if choice == "auto" and n * (2 * d + 4) > GPU_KEYS_SHARE * free_device_memory(device):
+        return None
+    return device
+
+
+def make_index(profile: Profile, keys: np.ndarray, progress: bool = False,
+               identity: str | None = None) -> Any:
+    """A searchable index over `keys` [N, d] as the profile describes (in memory): exact torch
+    search on the GPU where it fits (keys copied on the first search; `identity` names what
+    made them), else a trained, filled faiss index."""
+    device = search_device(profile, *keys.shape)
+    if device is not None:
+        return TorchFlatIndex(keys, device, identity=identity)
+    return make_faiss_index(profile, keys, progress)
+
+
+def make_faiss_index(profile: Profile, keys: np.ndarray, progress: bool = False) -> Any:
     """A trained, filled faiss index over `keys` [N, d] as the profile describes (in memory)."""
     n, d = keys.shape
     _check_index_knobs(profile, n, d)
@@ -163,8 +207,13 @@ def make_index(profile: Profile, keys: np.ndarray, progress: bool = False) -> An
 def build_index(profile: Profile, datastore: Any, progress: bool = True,
                 stage: str = "index") -> Index:
     """Build (or reuse, when its manifest matches) the faiss index of the datastore's keys,
-    saved atomically as `<artifacts>/<profile>/<stage>/index.faiss` with its manifest."""
+    saved atomically as `<artifacts>/<profile>/<stage>/index.faiss` with its manifest. On a GPU
+    that holds the keys (search_device), exact torch search over them instead: nothing saved."""
     n, d = check_datastore(datastore)
+    device = search_device(profile, n, d)
+    if device is not None:  # the datastore's keys are the index
+        return Index(TorchFlatIndex(datastore.keys, device,
+                                    identity=datastore.manifest["config_hash"]), None, None)
     _check_index_knobs(profile, n, d)
     config = index_config(profile, datastore)
     directory = stage_dir(profile, stage)
@@ -179,16 +228,18 @@ def build_index(profile: Profile, datastore: Any, progress: bool = True,
 
 def _make_and_save(profile: Profile, keys: np.ndarray, directory: Path, config: dict,
                    progress: bool) -> Index:
-    """A fresh index of `keys`, its file written atomically, then its manifest."""
+    """A fresh index of `keys`, its file written atomically, then its manifest; returned as read
+    back from the file, the object every later process loads (a fresh flat index is a faiss
+    IndexFlat, read back an IndexFlatL2: the identity the targets record must not differ)."""
     clear_stage(directory)
-    index = make_index(profile, keys, progress)
+    index = make_faiss_index(profile, keys, progress)
     with atomic_path(directory / INDEX_FILE) as tmp:
         faiss.write_index(index, str(tmp))
-    ivf = faiss.try_extract_index_ivf(index)
-    manifest = write_manifest(directory, config, ntotal=int(index.ntotal), dim=keys.shape[1],
-                              faiss_type=type(index).__name__, nlist=ivf.nlist if ivf else None,
-                              faiss_version=faiss.__version__)
-    return Index(index, manifest, directory / INDEX_FILE)
+    ivf = _ivf(index)
+    write_manifest(directory, config, ntotal=int(index.ntotal), dim=keys.shape[1],
+                   faiss_type=type(index).__name__, nlist=ivf.nlist if ivf else None,
+                   faiss_version=faiss.__version__)
+    return load_index(directory)
 
 
 def load_index(path: str | Path) -> Index:
@@ -210,10 +261,13 @@ def load_index(path: str | Path) -> Index:
 
 def index_identity(index: Any) -> dict[str, Any]:
     """What a search result depends on: the index's stage manifest hash (for an `Index` from
-    build_index/load_index), its type, size and nprobe."""
+    build_index/load_index; for exact torch search, the datastore's), its type, size and nprobe."""
     manifest = index.manifest if isinstance(index, Index) else None
     index = as_faiss(index)
-    ivf = faiss.try_extract_index_ivf(index)
+    if isinstance(index, TorchFlatIndex):
+        return {"index": index.identity, "faiss_type": "exact", "d": index.d,
+                "ntotal": index.ntotal, "nprobe": None}
+    ivf = _ivf(index)
     return {"index": manifest["config_hash"] if manifest else None,
             "faiss_type": type(index).__name__, "d": int(index.d), "ntotal": int(index.ntotal),
             "nprobe": int(ivf.nprobe) if ivf is not None else None}
@@ -276,7 +330,7 @@ def _check_all_found(index: Any, indices: np.ndarray, k: int) -> None:
     missing = indices < 0
     if missing.any():
         rows = int(missing.any(axis=1).sum())
-        ivf = faiss.try_extract_index_ivf(index)
+        ivf = _ivf(index)
         nprobe = ivf.nprobe if ivf is not None else None
         raise ValueError(
             f"{rows} queries got fewer than k={k} neighbours: the nprobe={nprobe} lists searched "

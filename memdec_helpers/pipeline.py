@@ -2,7 +2,8 @@
 
 Every notebook can run on its own: asking for the targets builds the datastore and index first
 if they are missing or stale. Models, token streams and search results are memoised for the
-session, keyed on the whole profile so that no knob can be missed.
+session, keyed on the whole profile so that no knob can be missed; one index at a time is held,
+keyed on its stage's config (its GPU copy of the keys is never made twice).
 """
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from .corpus import load_corpus
 from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
 from .devices import resolve_device, seed_everything
 from .evaluate import cached_token_logprobs
-from .index import Index, build_index, index_identity, search
+from .index import Index, build_index, index_config, index_identity, search, set_nprobe
 from .knn import knn_token_logprobs
 from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id, weights_fingerprint
 from .notebook import check_parameters
-from .profiles import Profile, check_overrides, load_profile, parse_memdec_init
+from .plan import format_plan, make_plan, summary
+from .profiles import Profile, auto_choice, check_overrides, load_profile, parse_memdec_init
 from .progress import progress_bar, quiet_library_bars
 from .results import decoder_rows, results_table
 from .targets import Targets, build_eval_targets, build_neighbours, build_targets
@@ -35,22 +37,45 @@ CORPORA = ("domain", "general")
 
 def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: Any) -> Profile:
     """Load the profile (a name, a YAML path or a Profile, plus overrides), seed everything,
-    and say where we run. In a notebook run by papermill, a parameter the notebook does not
-    declare is a ValueError (a typo would otherwise run the default profile)."""
+    and say where we run (and the run's plan: estimated time and memory). In a notebook run by
+    papermill, a parameter the notebook does not declare is a ValueError (a typo would
+    otherwise run the default profile)."""
     check_parameters()
+    notes: list[str] = []
     if isinstance(profile, Profile):
         check_overrides(overrides, "setup() overrides")
         profile = dataclasses.replace(profile, **overrides)
     else:
+        if profile == "auto":
+            profile, notes = auto_choice()
         profile = load_profile(profile, **overrides)
     seed_everything(profile.seed)
     quiet_library_bars()  # in a saved notebook (MEMDEC_PROGRESS=line/off): no library bars
     if verbose:
         device = resolve_device(profile.device)
         gpu = f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""
+        for note in notes:
+            print(note)
         print(f"profile {profile.name!r} on {device.type}{gpu}; torch {torch.__version__}, "
               f"Python {platform.python_version()}; base models {list(profile.base_models)}")
+        print(plan_summary(profile))
     return profile
+
+
+def plan_summary(profile: Profile) -> str:
+    """One line: the run's estimated time and peak memory (see `plan`); a plan that cannot be
+    made (an unusual model or corpus) says so instead of stopping the lesson."""
+    try:
+        made = make_plan(profile)
+    except (ValueError, KeyError, OSError) as err:
+        return f"plan: not available ({err})"
+    return summary(made) if made else "plan: corpus size unknown until it is read (no caps)"
+
+
+def plan(profile: Profile) -> str:
+    """The run's plan as a markdown table: every stage's estimated time, memory and disk."""
+    made = make_plan(profile)
+    return format_plan(made, profile.budget()) if made else plan_summary(profile)
 
 
 def _key(profile: Profile, *extra: Any) -> tuple:
@@ -99,10 +124,31 @@ def datastore(profile: Profile, which: int = 0, progress: bool = True) -> Datast
     return store
 
 
+_INDEX: dict[tuple, Index] = {}  # at most one: (stage folder, its config, search_device) -> index
+
+
 def index(profile: Profile, which: int = 0, progress: bool = True) -> Index:
-    """The faiss index over base model `which`'s datastore."""
-    return build_index(profile, datastore(profile, which, progress), progress,
-                       stage=f"index{_suffix(which)}")
+    """The search index over base model `which`'s datastore (faiss, or exact search on the
+    GPU), built or read once per process and held until another index is asked for, which
+    frees it first (with its GPU copy of the keys): never two copies at once. Keyed on the
+    index stage's own config, the whole of what the index depends on, so any profile with the
+    same index (an ablation's, a lesson's) reuses it."""
+    store = datastore(profile, which, progress)
+    stage = f"index{_suffix(which)}"
+    key = (stage_dir(profile, stage), config_hash(index_config(profile, store)),
+           profile.search_device)
+    if key not in _INDEX:
+        release_index()
+        _INDEX[key] = build_index(profile, store, progress, stage=stage)
+    set_nprobe(_INDEX[key], profile.nprobe)
+    return _INDEX[key]
+
+
+def release_index() -> None:
+    """Drop the memoised index (and its GPU copy of the keys, if any)."""
+    for held in _INDEX.values():
+        held.release()
+    _INDEX.clear()
 
 
 def targets_label(profile: Profile) -> str:

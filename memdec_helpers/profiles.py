@@ -28,6 +28,7 @@ KEY_LAYERS = ("mlp_input", "final_hidden")
 INDEX_TYPES = ("flat", "ivf_flat", "ivfpq")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SOURCE_KINDS = ("bundled", "files", "hub")  # corpus sources: <kind>:<spec> (sources.py)
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class Profile:
 
     name: str = "tiny"
     # --- data -------------------------------------------------------------------------
-    domain_corpus: str = "bundled:kjv-ot"  # "bundled:<name>[+<name>]" or "hub:<dataset>[/<config>]"
+    # "bundled:<name>[+<name>]", "files:<folder or glob>" or "hub:<data set>[:<config>[:<column>]]"
+    domain_corpus: str = "bundled:kjv-ot"
     general_corpus: str = "bundled:shakespeare+kjv-nt"  # what the tiny base models were trained on
     validation_fraction: float = 0.05  # share of documents (by tokens) held out, per split
     test_fraction: float = 0.05
@@ -58,6 +60,7 @@ class Profile:
     pq_code_bytes: int = 64
     nprobe: int = 32
     index_train_size: int = 100_000
+    search_device: str = "auto"  # "auto": exact torch search on a GPU the keys fit; "cpu": faiss
     k: int = 64
     knn_temperature: float = 10.0
     knn_lambda_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -77,6 +80,7 @@ class Profile:
     warmup_steps: int = 20
     train_steps: int = 400
     train_batch_size: int = 16
+    micro_batch_size: int | None = None  # sequences per forward pass (None: what memory allows)
     grad_accum: int = 1
     grad_clip: float = 1.0
     eval_every: int = 100
@@ -90,6 +94,11 @@ class Profile:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16" (autocast on CUDA)
     artifacts_dir: str = "artifacts"
+    # --- budget: what the profile promises (the plan is checked against it) --------------
+    budget_minutes: float | None = None
+    budget_gpu_gb: float | None = None
+    budget_host_gb: float | None = None
+    budget_disk_gb: float | None = None
 
     def __post_init__(self) -> None:
         """Coerce every knob to its declared type, then check ranges (ValueError naming it)."""
@@ -100,6 +109,11 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def budget(self) -> dict[str, float]:
+        """The profile's budget: minutes, gpu_gb, host_gb, disk_gb (those it sets)."""
+        return {k: getattr(self, f"budget_{k}") for k in ("minutes", "gpu_gb", "host_gb", "disk_gb")
+                if getattr(self, f"budget_{k}") is not None}
 
     def subset(self, *names: str) -> dict[str, Any]:
         """The knobs `names` as a dict: what a stage's manifest hashes."""
@@ -236,9 +250,14 @@ RANGES: dict[str, Rule] = {
                      "index_train_size", "k", "target_top_m", "memdec_layers", "memdec_dim",
                      "memdec_heads", "train_steps", "train_batch_size", "grad_accum",
                      "eval_every", "ablation_steps", "ablation_batch_size", "ablation_seeds",
-                     "ablation_workers", "neighbour_cache_k"),
+                     "ablation_workers", "neighbour_cache_k", "micro_batch_size"),
                     AT_LEAST_1),
-    **dict.fromkeys(("knn_temperature", "learning_rate", "grad_clip"), POSITIVE),
+    **dict.fromkeys(("knn_temperature", "learning_rate", "grad_clip", "budget_minutes",
+                     "budget_gpu_gb", "budget_host_gb", "budget_disk_gb"), POSITIVE),
+    **dict.fromkeys(("domain_corpus", "general_corpus"), (
+        lambda v: v.partition(":")[0] in SOURCE_KINDS and bool(v.partition(":")[2].strip()),
+        "use bundled:<name>[+<name>], files:<folder or glob> or "
+        "hub:<data set>[:<config>[:<column>]]")),
     **dict.fromkeys(("knn_lambda_grid", "alpha_grid"), each(UNIT)),
     "context_length": (lambda v: v >= 2, "must be >= 2"),
     "knn_temperature_grid": each(POSITIVE),
@@ -247,6 +266,7 @@ RANGES: dict[str, Rule] = {
     "key_layer": one_of(KEY_LAYERS),
     "index_type": one_of(INDEX_TYPES),
     "device": one_of(DEVICES),
+    "search_device": one_of(DEVICES),
     "dtype": one_of(DTYPES),
 }
 
@@ -281,12 +301,26 @@ def in_colab() -> bool:
 
 
 def resolve_auto() -> str:
-    """`auto`: colab in Colab with a GPU, gpu with CUDA elsewhere, else tiny."""
+    """`auto`: tiny without CUDA; with CUDA the first of colab (in Colab) or gpu (elsewhere),
+    then colab, whose plan fits this machine (GPU memory, host memory, free disk), else cpu."""
+    return auto_choice()[0]
+
+
+def auto_choice() -> tuple[str, list[str]]:
+    """(the profile `auto` picks, one line per profile it passed over and why)."""
     import torch
 
-    if torch.cuda.is_available():
-        return "colab" if in_colab() else "gpu"
-    return "tiny"
+    if not torch.cuda.is_available():
+        return "tiny", []
+    from .plan import misfits
+
+    notes = []
+    for name in dict.fromkeys(("colab" if in_colab() else "gpu", "colab")):
+        problems = misfits(load_profile(name))
+        if not problems:
+            return name, notes
+        notes.append(f"auto: not {name!r}: " + "; ".join(problems))
+    return "cpu", notes
 
 
 def check_overrides(overrides: dict[str, Any], source: str) -> None:
@@ -308,9 +342,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def load_profile(name: str = "tiny", **overrides: Any) -> Profile:
     """Load a profile by name (`tiny`, `cpu`, `colab`, `gpu`, `auto`) or YAML path, then
-    apply keyword overrides. Unknown names or knobs, and bad values, raise ValueError."""
+    apply keyword overrides. Unknown names or knobs, and bad values, raise ValueError. A YAML
+    file may start from another profile with `extends: <name or path>` (e.g. your corpus on
+    colab's knobs)."""
     if name == "auto":
         name = resolve_auto()
+    values = profile_values(name)
+    check_overrides(overrides, "load_profile() overrides")
+    values.update(overrides)
+    return Profile(**values)
+
+
+def profile_values(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The knob values of a named or YAML profile, its `extends` chain resolved."""
     path = Path(name)
     if name in PROFILE_NAMES:
         path = PROFILE_DIR / f"{name}.yaml"
@@ -320,9 +364,15 @@ def load_profile(name: str = "tiny", **overrides: Any) -> Profile:
             "or the path of an existing .yaml file"
         )
     values = _read_yaml(path)
+    parent = values.pop("extends", None)
     check_overrides(values, str(path))
-    check_overrides(overrides, "load_profile() overrides")
     values.setdefault("name", path.stem)
-    values.update(overrides)
-    return Profile(**values)
-
+    if parent is None:
+        return values
+    relative = path.parent / str(parent)
+    parent = str(relative.resolve()) if relative.suffix in (".yaml", ".yml") else str(parent)
+    seen = seen + (str(path.resolve()),)
+    if parent in seen or (PROFILE_DIR / f"{parent}.yaml").resolve().as_posix() in seen \
+            or parent == "auto":
+        raise ValueError(f"extends: {parent!r} in {path} loops or is 'auto'; name a profile")
+    return {**profile_values(parent, seen), **values}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import atomic_write_json, load_results, profile_hash, project_root, stale_results
+from .pipeline import plan
 from .profiles import load_profile
 from .results import format_table
 
@@ -144,8 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.readme:
         print(update_readme(Path(args.readme)))
         return
-    load_profile(args.profile)  # fail early on a bad profile name
+    profile = load_profile(args.profile)  # fail early on a bad profile name
     paths = list_notebooks(args.only)
+    print(plan(profile), flush=True)  # the plan first: stages, estimated time and memory
     out_dir = Path(args.out) if args.out else notebooks_dir().parent / "runs" / Path(args.profile).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -25,13 +25,16 @@ import torch
 from safetensors import SafetensorError
 
 from .artifacts import atomic_write_json, config_hash, read_manifest, stage_lock, write_manifest
+from .budget import act_bytes_for, fit_batch, sized_window_batches
 from .devices import autocast, autocast_dtype, resolve_device, seed_everything
+from .distributed import (all_reduce_sum, barrier, check_batch_split, data_parallel, local_device,
+                          world)
 from .evaluate import mix_logprobs, perplexity, token_logprobs
 from .memdec import memdec_loss, sparse_kl
 from .models import check_context_fits, weights_fingerprint
 from .profiles import Profile
 from .progress import progress_bar
-from .windows import tokens_hash, window_batches
+from .windows import tokens_hash
 
 TRAIN_KNOBS = ("beta", "learning_rate", "weight_decay", "warmup_steps", "train_steps",
                "train_batch_size", "grad_accum", "grad_clip", "eval_every", "context_length",
@@ -157,6 +160,8 @@ class TrainState:
     history: dict  # per-step records and evaluations (history.json)
     device: torch.device
     amp: torch.dtype | None  # autocast dtype (None: float32)
+    micro_batch: int  # sequences per forward pass (a batch is split into passes of this size)
+    runner: Any  # what runs the forward pass: the model, or its DDP wrapper under torchrun
 
 
 def train_memory_decoder(profile: Profile, model: Any, train_tokens: np.ndarray, targets: Any,
@@ -172,7 +177,10 @@ def train_memory_decoder(profile: Profile, model: Any, train_tokens: np.ndarray,
     _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets, val_base_logprobs)
     out_dir = Path(out_dir)
     config = train_config(profile, model, train_tokens, targets)
-    with stage_lock(out_dir):
+    rank, _ = world()
+    check_batch_split(profile.train_batch_size)
+    # data-parallel: rank 0 holds the run folder's lock; the others train beside it
+    with stage_lock(out_dir) if rank == 0 else contextlib.nullcontext():
         if is_finished(out_dir, config):
             return _reuse(out_dir, model)
         starts = sequence_starts(len(train_tokens), profile.context_length)
@@ -180,38 +188,45 @@ def train_memory_decoder(profile: Profile, model: Any, train_tokens: np.ndarray,
         evaluate = partial(_evaluate, profile, val_tokens=val_tokens, val_targets=val_targets,
                            val_base_logprobs=val_base_logprobs)
         bar = progress_bar(total=profile.train_steps, initial=state.step, desc="train MemDec",
-                           disable=not progress)
+                           disable=not progress or rank != 0)
         while state.step < profile.train_steps:
             record = _train_step(profile, state, train_tokens, targets, starts)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", kl=f"{record['kl']:.3f}",
                             ce=f"{record['ce']:.3f}")
-            if state.step % profile.eval_every == 0 or state.step == profile.train_steps:
+            if (state.step % profile.eval_every == 0 or state.step == profile.train_steps) \
+                    and rank == 0:
                 state.history["evals"].append({"step": state.step, **evaluate(state.model)})
                 _save_checkpoint(out_dir, config, state)
             if callback is not None:
                 callback(record)
         bar.close()
-        _finish(out_dir, config, state.model.eval(), state.history)
-        return state.model, state.history
+        if rank == 0:
+            _finish(out_dir, config, state.model.eval(), state.history)
+        barrier()
+        return state.model.eval(), state.history
 
 
 def _start(profile: Profile, model: Any, config: dict, starts: np.ndarray, out_dir: Path,
            resume: bool) -> TrainState:
     """A fresh TrainState (seeded, model in float32 on the profile's device, optimizer, schedule,
-    scaler), restored from this config's checkpoint when there is a sound one."""
-    device = resolve_device(profile.device)
+    scaler, micro-batch size, DDP wrapper under torchrun), restored from this config's
+    checkpoint when there is a sound one."""
+    rank, _ = world()
+    device = local_device(resolve_device(profile.device))
     amp = autocast_dtype(device, profile.dtype)
-    seed_everything(profile.seed)
+    seed_everything(profile.seed + rank)  # data-parallel processes: their own dropout masks
     model = model.float().to(device).train()
     optimizer = make_optimizer(model, profile.learning_rate, profile.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, warmup=profile.warmup_steps, total=profile.train_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     state = TrainState(model, optimizer, scheduler, scaler, 0,
-                       _new_history(config, profile, starts), device, amp)
-    if not (resume and _load_checkpoint(out_dir, config, state)):
+                       _new_history(config, profile, starts), device, amp,
+                       micro_batch_size(profile, model, device, amp), data_parallel(model, device))
+    if not (resume and _load_checkpoint(out_dir, config, state)) and rank == 0:
         _clear_run(out_dir)
+    barrier()
     return state
 
 
@@ -222,22 +237,49 @@ def _new_history(config: dict, profile: Profile, starts: np.ndarray) -> dict[str
             "epochs": profile.train_steps * profile.train_batch_size * profile.grad_accum / len(starts)}
 
 
+def micro_batch_size(profile: Profile, model: Any, device: torch.device,
+                     amp: torch.dtype | None) -> int:
+    """Sequences per forward pass: `micro_batch_size` (or all of `train_batch_size`), lowered
+    to what the device's memory holds. It splits a batch, it does not change the step."""
+    asked = min(profile.micro_batch_size or profile.train_batch_size, profile.train_batch_size)
+    return fit_batch(asked, model, profile.context_length, "train", device, act_bytes_for(amp))
+
+
+def step_parts(profile: Profile, starts: np.ndarray, step: int, micro_size: int) -> list[np.ndarray]:
+    """Starts of the sequences this process runs in `step`, one array per forward pass: its
+    share (every world-th) of each of the `grad_accum` batches, in passes of <= micro_size."""
+    rank, size = world()
+    parts = []
+    for micro in range(profile.grad_accum):
+        chosen = batch_sequences(step, micro, profile.train_batch_size, profile.grad_accum,
+                                 len(starts), profile.seed)[rank::size]
+        parts += [starts[chosen[lo:lo + micro_size]] for lo in range(0, len(chosen), micro_size)]
+    return parts
+
+
 def _train_step(profile: Profile, state: TrainState, tokens: np.ndarray, targets: Any,
                 starts: np.ndarray) -> dict:
-    """One optimizer step over `grad_accum` micro-batches; records and returns the mean
-    loss/kl/ce, the gradient norm and the learning rate of the step."""
+    """One optimizer step over `grad_accum` batches, each run in forward passes of at most
+    `state.micro_batch` sequences (shared among data-parallel processes; every sequence weighs
+    the same); records and returns the mean loss/kl/ce, the gradient norm and the learning rate
+    of the step."""
+    size = world()[1]
     totals = torch.zeros(3, device=state.device)
-    for micro in range(profile.grad_accum):
-        chosen = batch_sequences(state.step, micro, profile.train_batch_size, profile.grad_accum,
-                                 len(starts), profile.seed)
-        batch = make_batch(tokens, targets.ids, targets.probs, starts[chosen], profile.context_length)
+    per_sequence = 1.0 / (profile.train_batch_size * profile.grad_accum)
+    parts = step_parts(profile, starts, state.step, state.micro_batch)
+    for j, part in enumerate(parts):
+        batch = make_batch(tokens, targets.ids, targets.probs, part, profile.context_length)
         batch = {k: v.to(state.device, non_blocking=True) for k, v in batch.items()}
-        with autocast(state.device, state.amp):
-            logits = state.model(batch["input_ids"], use_cache=False).logits  # [b, L, V]
-        loss, kl, ce = memdec_loss(logits, batch["target_ids"], batch["target_probs"],
-                                   batch["labels"], profile.beta)
-        state.scaler.scale(loss / profile.grad_accum).backward()
-        totals += torch.stack([loss.detach(), kl.detach(), ce.detach()]) / profile.grad_accum
+        last = j == len(parts) - 1  # DDP averages the gradients once, after the last pass
+        with contextlib.nullcontext() if last or size == 1 else state.runner.no_sync():
+            with autocast(state.device, state.amp):
+                logits = state.runner(batch["input_ids"], use_cache=False).logits  # [b, L, V]
+            loss, kl, ce = memdec_loss(logits, batch["target_ids"], batch["target_probs"],
+                                       batch["labels"], profile.beta)
+            weight = len(part) * per_sequence  # every position of a sequence is supervised
+            state.scaler.scale(loss * (weight * size)).backward()  # x size: DDP divides by it
+        totals += torch.stack([loss.detach(), kl.detach(), ce.detach()]) * weight
+    all_reduce_sum(totals)
     state.scaler.unscale_(state.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), profile.grad_clip)
     state.scaler.step(state.optimizer)
@@ -281,7 +323,9 @@ def validation_kl(model: Any, token_ids: np.ndarray, targets: Any, context_lengt
     device = next(model.parameters()).device
     amp = autocast_dtype(device)
     total, count = 0.0, 0
-    for ids, scored, positions in window_batches(token_ids, context_length, stride, batch_size):
+    batches, _ = sized_window_batches(model, np.asarray(token_ids), context_length, stride,
+                                      batch_size, "logprobs", device, amp)
+    for ids, scored, positions in batches:
         with autocast(device, amp):
             logits = model(ids.to(device), use_cache=False).logits[:, :-1]  # [b, L-1, V]
         rows = positions.numpy()  # [b, L-1] targets rows

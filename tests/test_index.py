@@ -122,6 +122,16 @@ def test_index_identity_changes_with_the_index_knobs(profile):
     assert index_identity(build_index(profile, store, progress=False)) != first
 
 
+def test_index_identity_is_the_same_built_or_loaded(profile):
+    """A fresh flat index is an IndexFlat, the same one read back an IndexFlatL2: targets built
+    in the process that built the index were rebuilt by every later process."""
+    from memdec_helpers.index import index_identity
+
+    store = fake_datastore(clustered_keys(500, 8))
+    built = index_identity(build_index(profile, store, progress=False))
+    assert index_identity(build_index(profile, store, progress=False)) == built  # read back
+
+
 def test_too_few_probes_is_an_error_not_minus_one(profile):
     profile = replace(profile, index_type="ivf_flat", ivf_nlist=20, nprobe=1)
     store = fake_datastore(clustered_keys(1000, 16, clusters=20))

@@ -1,6 +1,6 @@
 """Session memoisation keys on the whole profile: a changed knob is never served a result
 computed for another one (it used to be, for split_seed, the split fractions, the tokenizer and
-the index knobs). kNN-LM log-probs are also saved on disk, keyed on what they depend on."""
+the index knobs), neither from memory nor from the kNN-LM log-probs cached on disk."""
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -10,9 +10,12 @@ import pytest
 
 from conftest import make_gpt2
 from memdec_helpers import pipeline as P
+from memdec_helpers.artifacts import config_hash
 
 KNOBS = {"split_seed": 3, "validation_fraction": 0.1, "test_fraction": 0.1,
          "tokenizer": "gpt2", "ivf_nlist": 64, "pq_code_bytes": 32, "index_train_size": 5000}
+DATASTORE_KNOBS = ("split_seed", "validation_fraction", "test_fraction", "tokenizer")
+INDEX_KNOBS = ("ivf_nlist", "pq_code_bytes", "index_train_size")
 
 
 @pytest.fixture
@@ -35,10 +38,14 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(P, "extract_keys", extract_keys)
     monkeypatch.setattr(P, "search", search)
-    monkeypatch.setattr(P, "index", lambda profile, which=0, progress=True: profile.ivf_nlist)
-    monkeypatch.setattr(P, "datastore",
-                        lambda profile, which=0, progress=True: SimpleNamespace(vals=np.arange(5)))
-    monkeypatch.setattr(P, "_saved_knn_logprobs", lambda *args: args[-1]())  # memo only
+    # what the real stages' manifests hash: the datastore its corpus, the index its knobs
+    monkeypatch.setattr(P, "index",
+                        lambda profile, which=0, progress=True: profile.subset(*INDEX_KNOBS))
+    monkeypatch.setattr(P, "index_identity", lambda index: index)
+    monkeypatch.setattr(P, "datastore", lambda profile, which=0, progress=True: SimpleNamespace(
+        vals=np.arange(5), manifest={"config_hash": config_hash(profile.subset(*DATASTORE_KNOBS))}))
+    monkeypatch.setattr(P, "model_id", lambda model: "fake-model")
+    monkeypatch.setattr(P, "weights_fingerprint", lambda model: "fake-weights")
     return seen
 
 
@@ -48,6 +55,11 @@ def test_a_changed_knob_is_computed_again(profile, calls, knob):
     for p in (profile, profile, other, other):  # each profile computes once, then reuses
         P.knn_logprobs(p, "validation")
     assert len(calls["keys"]) == 2 and len(calls["knn"]) == 2
+    P._KNN.clear()  # a new session: the disk cache (one stage folder) holds `other`'s result
+    P.knn_logprobs(other, "validation")
+    assert len(calls["knn"]) == 2  # reused from disk
+    P.knn_logprobs(profile, "validation")
+    assert len(calls["knn"]) == 3  # never served `other`'s: computed again
 
 
 def test_the_split_seed_reaches_the_keys(profile, calls):
