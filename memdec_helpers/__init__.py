@@ -1,6 +1,6 @@
 """memdec_helpers: the tested helpers behind the Memory Decoder course.
 
-One module per stage: corpus, models, datastore, index, knn, targets, memdec, train, evaluate,
+One module per stage: corpus (read by `sources`), models, datastore, index, knn, targets, memdec, train, evaluate,
 generate, plots, profiles, run; `pipeline` chains them with on-disk caching for the notebooks.
 For the learner: `exercises` (checks; solutions apart in `solutions`), `plain_training` (the
 loss and loop lesson 03 shows), `progress` (bars), `publish` (repository URL, setup cell).
@@ -8,7 +8,7 @@ loss and loop lesson 03 shows), `progress` (bars), `publish` (repository URL, se
 from . import progress  # first: imports tqdm.auto quietly before transformers/datasets do
 from . import (artifacts, corpus, datastore, evaluate, exercises, generate, index, knn, knnlm,
                memdec, models, notebook, pipeline, plain_training, plots, profiles, publish,
-               targets, train, windows)
+               sources, targets, train, windows)
 from .corpus import load_corpus
 from .datastore import build_datastore, extract_keys, load_datastore
 from .evaluate import mix_logprobs, perplexity, token_logprobs

@@ -92,16 +92,31 @@ def stage_lock(directory: str | os.PathLike) -> Iterator[None]:
         if fcntl is None:
             yield
             return
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process that is building {directory} ...",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        _acquire(fh, directory)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+LOCK_QUIET_S = 5.0  # a wait shorter than this (another process checking the stage) is not reported;
+# MEMDEC_LOCK_QUIET_S overrides it (0: report every wait)
+
+
+def _acquire(fh: Any, directory: Path) -> None:
+    """Take the exclusive lock on `fh`; say so on stderr only when another process holds it for
+    more than LOCK_QUIET_S seconds (a build, not a check)."""
+    deadline = time.monotonic() + float(os.environ.get("MEMDEC_LOCK_QUIET_S", LOCK_QUIET_S))
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    print(f"waiting for another process that is building {directory} ...", file=sys.stderr, flush=True)
+    fcntl.flock(fh, fcntl.LOCK_EX)
 
 
 def config_hash(config: dict[str, Any]) -> str:

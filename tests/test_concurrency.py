@@ -1,6 +1,7 @@
 """One writer per stage: two processes that build the same datastore, index and targets at the
 same moment leave one clean result (byte-identical to a lone build); a process that finds a
 stage locked waits, then reuses what the other built."""
+import os
 import subprocess
 import sys
 import time
@@ -52,8 +53,9 @@ FILES = {"datastore": ["keys.f16", "vals.i32"], "index": ["index.faiss"],
 
 def start(root: Path, me: str, *others: str) -> subprocess.Popen:
     script = CHILD.format(tests=str(Path(__file__).parent))
+    env = {**os.environ, "MEMDEC_LOCK_QUIET_S": "0"}  # report every wait on the lock
     return subprocess.Popen([sys.executable, "-c", script, str(root), me, *others],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def finish(child: subprocess.Popen) -> tuple[str, str]:

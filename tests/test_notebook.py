@@ -21,18 +21,19 @@ def kernel():
 
 
 def run_lesson_start(shell, parameters):
-    """Run the lesson as papermill would (its parameters, the injected cell, then the cell that
-    calls `P.setup(PROFILE)`); the error that stopped it, if any."""
+    """Run the lesson as papermill would, up to the cell that calls `P.setup(PROFILE)` (cells
+    that only run in Colab skipped); the error that stopped it, if any."""
     nb = parameterize_notebook(load_notebook_node(str(LESSON)), parameters,
                                kernel_name="python3", language="python")
     tags = [cell.metadata.get("tags", []) for cell in nb.cells]
     injected = tags.index(["injected-parameters"])
-    for cell in nb.cells[:injected + 2]:
+    setup = next(i for i, cell in enumerate(nb.cells) if "P.setup(PROFILE)" in cell.source)
+    assert setup > injected, "the profile is set up after the parameters"
+    for cell in nb.cells[:setup + 1]:
         if cell.cell_type == "code" and "google.colab" not in cell.source:
             result = shell.run_cell(cell.source, store_history=True)
             if result.error_in_exec is not None:
                 return result.error_in_exec
-    assert "P.setup(PROFILE)" in cell.source  # the cell after the parameters ran
     return None
 
 
