@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .windows import window_batches
+from .windows import as_token_array, window_batches
 
 DEVICE_SHARE = 0.9  # of the free GPU memory a stage may plan to use
 HOST_SHARE = 0.5  # of the available host memory a CPU stage may plan to use
@@ -124,6 +124,7 @@ def sized_window_batches(model: Any, tokens: Any, context_length: int, stride: i
                          start_window: int = 0) -> tuple[Iterator, int]:
     """(window_batches with the batch lowered to what memory holds, that batch size); the
     arguments are checked with the batch asked for, before any sizing."""
+    tokens = as_token_array(tokens)  # once: window_batches below reuses it without a copy
     window_batches(tokens, context_length, stride, batch_size, start_window=start_window)
     length = min(int(context_length), len(tokens))
     fitted = fit_batch(batch_size, model, length, kind, device, act_bytes_for(amp))

@@ -228,9 +228,7 @@ def build_index(profile: Profile, datastore: Any, progress: bool = True,
 
 def _make_and_save(profile: Profile, keys: np.ndarray, directory: Path, config: dict,
                    progress: bool) -> Index:
-    """A fresh index of `keys`, its file written atomically, then its manifest; returned as read
-    back from the file, the object every later process loads (a fresh flat index is a faiss
-    IndexFlat, read back an IndexFlatL2: the identity the targets record must not differ)."""
+    """A fresh index of `keys`, its file written atomically, then its manifest."""
     clear_stage(directory)
     index = make_faiss_index(profile, keys, progress)
     with atomic_path(directory / INDEX_FILE) as tmp:
@@ -239,7 +237,7 @@ def _make_and_save(profile: Profile, keys: np.ndarray, directory: Path, config: 
     write_manifest(directory, config, ntotal=int(index.ntotal), dim=keys.shape[1],
                    faiss_type=type(index).__name__, nlist=ivf.nlist if ivf else None,
                    faiss_version=faiss.__version__)
-    return load_index(directory)
+    return Index(index, read_manifest(directory), directory / INDEX_FILE)
 
 
 def load_index(path: str | Path) -> Index:
@@ -269,7 +267,10 @@ def index_identity(index: Any) -> dict[str, Any]:
                 "ntotal": index.ntotal, "nprobe": None}
     ivf = _ivf(index)
     return {"index": manifest["config_hash"] if manifest else None,
-            "faiss_type": type(index).__name__, "d": int(index.d), "ntotal": int(index.ntotal),
+            # the type the manifest recorded at build time: a fresh flat index is a faiss
+            # IndexFlat, the same one read back an IndexFlatL2, and both must be one identity
+            "faiss_type": manifest["faiss_type"] if manifest else type(index).__name__,
+            "d": int(index.d), "ntotal": int(index.ntotal),
             "nprobe": int(ivf.nprobe) if ivf is not None else None}
 
 

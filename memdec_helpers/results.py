@@ -80,8 +80,9 @@ def results_table(bases: dict[int, dict[str, np.ndarray]],
         if which == 0:
             if dapt is not None:
                 rows.append(plain_row("DAPT", dapt, 0))
-            rows.append(plain_row("MemDec alone", memdec, None))
-        rows.append(mixed_row("base + MemDec", base_lp, memdec, alpha_grid, which))
+            rows += decoder_rows(base_lp, memdec, alpha_grid, which)  # MemDec alone, base + MemDec
+        else:
+            rows.append(mixed_row("base + MemDec", base_lp, memdec, alpha_grid, which))
     return rows
 
 

@@ -41,7 +41,6 @@ class DocumentSource:
     names: Sequence[str]
     sizes: np.ndarray  # [D] int64: characters or bytes, what the split quotas count
     read: Callable[[int], str]
-    fingerprint: str = ""  # identity of the content (files: paths, sizes, times) for manifests
 
     def __len__(self) -> int:
         return len(self.names)
@@ -190,7 +189,7 @@ def files_source(spec: str) -> DocumentSource:
             sizes.append(len(read_text_file(path)))
             where.append((path, None))
     return DocumentSource(names, np.asarray(sizes, dtype=np.int64),
-                          lambda i: _read_file_document(*where[i]), stamp_files(paths, root))
+                          lambda i: _read_file_document(*where[i]))
 
 
 def relative_name(path: Path, root: Path) -> str:
