@@ -28,8 +28,8 @@ from rss import PeakSampler
 sampler = PeakSampler()
 import numpy as np
 from memdec_helpers import load_corpus, load_profile
-from memdec_helpers.corpus import load_documents
-from memdec_helpers.models import load_tokenizer
+from memdec_helpers.runtime.models import load_tokenizer
+from memdec_helpers.stages.corpus import load_documents
 
 way, folder, root = sys.argv[1], sys.argv[2], sys.argv[3]
 profile = load_profile("tiny", domain_corpus=f"files:{folder}", artifacts_dir=root)
@@ -51,7 +51,7 @@ print(json.dumps({"before": before, "peak": sampler.read(), "seconds": seconds, 
 def write_corpus(folder: Path, chars: int) -> int:
     """Files of CHARS_PER_FILE characters cut from the bundled texts, repeated up to `chars`;
     returns the number of files."""
-    from memdec_helpers.sources import bundled_documents
+    from memdec_helpers.stages.sources import bundled_documents
 
     text = "\n".join(t for _, t in bundled_documents("kjv-ot+kjv-nt+shakespeare"))
     folder.mkdir(parents=True)

@@ -16,7 +16,7 @@ import tempfile
 CHILD = r"""
 import json, sys, threading, time
 from memdec_helpers import pipeline as P
-from memdec_helpers.index import build_index
+from memdec_helpers.stages.index import build_index
 
 peak = {"anon": 0, "total": 0}
 def rss():

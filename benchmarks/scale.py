@@ -21,7 +21,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from memdec_helpers import costs, load_profile, plan as pl
+from memdec_helpers import load_profile
+from memdec_helpers.planning import costs, devices as specs, plan as pl, shapes
 
 STAGES = ("corpus", "keys", "held-out keys", "targets", "knn-lm", "base0 logprobs",
           "base1 logprobs", "train")
@@ -38,10 +39,11 @@ sys.path.insert(0, HERE)
 from rss import PeakSampler
 sampler = PeakSampler()
 import torch
-from memdec_helpers import index as index_mod, pipeline as P
-from memdec_helpers.models import base_model_name, load_tokenizer
+from memdec_helpers import pipeline as P
+from memdec_helpers.runtime import search as index_mod
+from memdec_helpers.runtime.models import base_model_name, load_tokenizer
 from memdec_helpers.profiles import load_profile
-from memdec_helpers.train import train_memory_decoder
+from memdec_helpers.stages.training import train_memory_decoder
 from transformers import GPT2Config, GPT2LMHeadModel
 
 scale, root, name, stages = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].split(",")
@@ -128,14 +130,14 @@ def measure(stages: list[str], scale: int, root: Path, profile: str) -> list[dic
 def reduced_workload(scale: int, profile_name: str, spec=None):
     """The plan's workload of the profile at a reduced scale, on `spec` (default: this CPU)."""
     profile = load_profile(profile_name, max_train_tokens=scale, max_eval_tokens=eval_tokens(scale))
-    return pl.workload(profile, spec or costs.cpu_spec())
+    return pl.workload(profile, spec or specs.cpu_spec())
 
 
 def calibrated_spec(keys_row: dict, profile_name: str):
     """This machine as the plan sees it, with the FLOP rate the keys stage reached (a shared
     machine's load moves a quick matmul benchmark too much)."""
     w = reduced_workload(keys_row["scale"], profile_name)
-    flops = w.train * w.window_factor * costs.forward_flops(w.bases[0], w.profile.context_length,
+    flops = w.train * w.window_factor * shapes.forward_flops(w.bases[0], w.profile.context_length,
                                                              head=False)
     achieved = flops / keys_row["seconds"]
     return replace(w.spec, peak_flops=achieved / w.spec.inference_efficiency)
@@ -183,7 +185,7 @@ def add_estimates(rows: list[dict], profile: str) -> None:
     of the same scale reached (this CPU's quick benchmark where keys were not run)."""
     for r in rows:
         keys = next((k for k in rows if k["stage"] == "keys" and k["scale"] == r["scale"]), None)
-        spec = calibrated_spec(keys, profile) if keys else costs.cpu_spec()
+        spec = calibrated_spec(keys, profile) if keys else specs.cpu_spec()
         r["estimate"] = model_estimate(r["stage"], r["scale"], profile, spec)
 
 
@@ -202,7 +204,7 @@ def print_tables(rows: list[dict], profile: str, scales: list[int]) -> None:
     print("\n*the plan's cost model for the same work, at the FLOP rate the keys stage reached "
           "on this machine")
     p = load_profile(profile)
-    plan = pl.make_plan(p, costs.T4)
+    plan = pl.make_plan(p, specs.T4)
     print("\n## Growth between the scales, and the full stage projected on a T4\n")
     print("| stage | time x | host growth x | disk x | plan stage | T4 minutes | GPU GB | "
           "host GB | disk GB |")
@@ -220,8 +222,8 @@ def print_tables(rows: list[dict], profile: str, scales: list[int]) -> None:
     print(pl.format_plan(plan, p.budget()))
     print("\nAssumptions: T4 fp16 tensor-core peak 65 TFLOPS, 35% of it for inference matmuls and "
           "search, 20% for training; memory bandwidth 320 GB/s; 15 GB of GPU memory, batches sized "
-          "to 90% of it; exact search adds the top-k and re-rank memory traffic; host-side rates in memdec_helpers/costs.py (RATES). Disk and memory follow "
-          "the artifact formats and budget.py's per-window estimates; the measured growth between "
+          "to 90% of it; exact search adds the top-k and re-rank memory traffic; host-side rates in memdec_helpers/planning/costs.py (RATES). Disk and memory follow "
+          "the artifact formats and runtime/batching.py's per-window estimates; the measured growth between "
           "the two scales checks that they grow as projected.")
 
 

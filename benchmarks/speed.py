@@ -13,14 +13,15 @@ import numpy as np
 import torch
 
 from memdec_helpers import pipeline as P
-from memdec_helpers.datastore import extract_keys
-from memdec_helpers.evaluate import mix_logprobs, token_logprobs
-from memdec_helpers.generate import generate
-from memdec_helpers.index import search
-from memdec_helpers.knn import knn_distribution
-from memdec_helpers.knnlm import knn_lm_generate, knn_lm_logprobs
-from memdec_helpers.memdec import memdec_loss
-from memdec_helpers.train import make_batch, sequence_starts
+from memdec_helpers.runtime.keys import extract_keys
+from memdec_helpers.core.mixing import mix_logprobs
+from memdec_helpers.runtime.scoring import token_logprobs
+from memdec_helpers.runtime.generate import generate
+from memdec_helpers.runtime.search import search
+from memdec_helpers.core.knn import knn_distribution
+from memdec_helpers.runtime.knnlm import knn_lm_generate, knn_lm_logprobs
+from memdec_helpers.core.loss import memdec_loss
+from memdec_helpers.runtime.training import make_batch, sequence_starts
 
 
 def timed(fn, repeat: int = 1) -> float:

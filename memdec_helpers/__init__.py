@@ -1,22 +1,32 @@
 """memdec_helpers: the tested helpers behind the Memory Decoder course.
 
-One module per stage: corpus (read by `sources`), models, datastore, index, knn, targets, memdec, train, evaluate,
-generate, plots, profiles, run; `pipeline` chains them with on-disk caching for the notebooks.
-For the learner: `exercises` (checks; solutions apart in `solutions`), `plain_training` (the
-loss and loop lesson 03 shows), `progress` (bars), `publish` (repository URL, setup cell).
+The layers, from the ground up (each imports only those below it):
+- `profiles` (every knob, validated) and `progress` (bars): import nothing of the package;
+- `core/`: the method as pure torch/numpy — the kNN distribution, targets, loss, mixing and
+  perplexity, windows, exact search, the results table. Start here;
+- `runtime/`: things in memory — models, devices, the key hook, scoring, batching, search,
+  kNN-LM, decoding, the training step;
+- `stages/`: things on disk — the store (locks, manifests), corpus, datastore, index, targets,
+  log-probs, training runs, recorded results;
+- `planning/`: a run's plan (time, memory, disk) and the `auto` profile;
+- `pipeline`: the notebooks' one-line calls, each stage built or reused by its manifest;
+- `lessons/`: exercises and solutions, figures, the plain loss and loop; `cli/`: the batch
+  runner and the torchrun entry point.
 """
-from . import progress  # first: imports tqdm.auto quietly before transformers/datasets do
-from . import (artifacts, corpus, datastore, evaluate, exercises, generate, index, knn, knnlm,
-               memdec, models, notebook, pipeline, plain_training, plots, profiles, publish,
-               sources, targets, train, windows)
-from .corpus import load_corpus
-from .datastore import build_datastore, extract_keys, load_datastore
-from .evaluate import mix_logprobs, perplexity, token_logprobs
-from .knn import knn_distribution
-from .memdec import build_memory_decoder, memdec_loss
-from .models import load_base_model, load_tokenizer
+from . import progress  # noqa: F401  first: imports tqdm.auto quietly before transformers/datasets do
+from . import core, lessons, pipeline, planning, profiles, runtime, stages  # noqa: F401
+from .planning import auto as _auto  # noqa: F401  registers the `auto` profile rule
+from .core.knn import knn_distribution
+from .core.loss import memdec_loss
+from .core.mixing import mix_logprobs, perplexity
 from .profiles import Profile, load_profile
-from .artifacts import record_results
+from .runtime.decoder import build_memory_decoder
+from .runtime.keys import extract_keys
+from .runtime.models import load_base_model, load_tokenizer
+from .runtime.scoring import token_logprobs
+from .stages.corpus import load_corpus
+from .stages.datastore import build_datastore, load_datastore
+from .stages.records import record_results
 
 __all__ = ["Profile", "build_datastore", "build_memory_decoder", "extract_keys", "knn_distribution",
            "load_base_model", "load_corpus", "load_datastore", "load_profile", "load_tokenizer",

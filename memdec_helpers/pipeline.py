@@ -14,23 +14,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import cached_array, config_hash, stage_dir
-from .corpus import load_corpus
-from .datastore import Datastore, build_datastore, check_datastore_matches, extract_keys, key_dim
-from .devices import resolve_device, seed_everything
-from .evaluate import cached_token_logprobs
-from .index import Index, build_index, index_config, index_identity, search, set_nprobe
-from .knn import knn_token_logprobs
-from .memdec import build_memory_decoder, check_same_vocabulary
-from .models import base_model_name, count_parameters, load_base_model, model_id, weights_fingerprint
-from .notebook import check_parameters
-from .plan import format_plan, make_plan, summary
+from .core.hashing import config_hash
+from .core.knn import knn_token_logprobs
+from .core.results import decoder_rows, results_table
+from .core.windows import tokens_hash
+from .lessons.notebook import check_parameters
+from .planning.plan import format_plan, make_plan, summary
 from .profiles import Profile, auto_choice, check_overrides, load_profile, parse_memdec_init
 from .progress import progress_bar, quiet_library_bars
-from .results import decoder_rows, results_table
-from .targets import Targets, build_eval_targets, build_neighbours, build_targets
-from .train import is_finished, train_config, train_memory_decoder
-from .windows import tokens_hash
+from .runtime.decoder import build_memory_decoder, check_same_vocabulary
+from .runtime.devices import resolve_device, seed_everything
+from .runtime.keys import extract_keys, key_dim
+from .runtime.models import (base_model_name, count_parameters, load_base_model, model_id,
+                             weights_fingerprint)
+from .runtime.search import search, set_nprobe
+from .stages.corpus import load_corpus
+from .stages.datastore import Datastore, build_datastore, check_datastore_matches
+from .stages.index import Index, build_index, index_config, index_identity
+from .stages.logprobs import cached_token_logprobs
+from .stages.store import cached_array, stage_dir
+from .stages.targets import Targets, build_eval_targets, build_neighbours, build_targets
+from .stages.training import is_finished, train_config, train_memory_decoder
 
 CORPORA = ("domain", "general")
 

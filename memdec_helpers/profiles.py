@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any, Callable
 
 import yaml
 
-from .artifacts import is_plain_name
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILE_NAMES = ("tiny", "cpu", "colab", "gpu")
@@ -121,6 +119,12 @@ class Profile:
 
 
 KNOBS = {f.name: f for f in dataclasses.fields(Profile)}
+
+
+def is_plain_name(name: Any) -> bool:
+    """A non-empty folder name with no path separator and no leading dot (so not '.' or '..')."""
+    return (isinstance(name, str) and bool(name) and not name.startswith(".")
+            and not any(c in name for c in "/\\\0"))
 
 
 # ----------------------------------------------------------------------------- types
@@ -296,31 +300,32 @@ def validate_profile(p: Profile) -> None:
 
 
 # ----------------------------------------------------------------------------- loading
-def in_colab() -> bool:
-    return "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ
 
 
-def resolve_auto() -> str:
-    """`auto`: tiny without CUDA; with CUDA the first of colab (in Colab) or gpu (elsewhere),
-    then colab, whose plan fits this machine (GPU memory, host memory, free disk), else cpu."""
-    return auto_choice()[0]
+
+
+
+
+AutoChoice = Callable[[], tuple[str, list[str]]]
+_AUTO_CHOICE: list[AutoChoice] = []  # planning.auto registers the rule (it needs the planner)
+
+
+def register_auto_choice(choose: AutoChoice) -> None:
+    """Set the rule `auto` follows: () -> (profile name, notes on the profiles passed over).
+    The planner owns it, since it needs every profile's plan; profiles stays a leaf."""
+    _AUTO_CHOICE[:] = [choose]
 
 
 def auto_choice() -> tuple[str, list[str]]:
-    """(the profile `auto` picks, one line per profile it passed over and why)."""
-    import torch
+    """(the profile `auto` picks on this machine, one line per profile it passed over and why)."""
+    if not _AUTO_CHOICE:
+        raise ValueError("profile 'auto' needs memdec_helpers.planning.auto (import memdec_helpers)")
+    return _AUTO_CHOICE[0]()
 
-    if not torch.cuda.is_available():
-        return "tiny", []
-    from .plan import misfits
 
-    notes = []
-    for name in dict.fromkeys(("colab" if in_colab() else "gpu", "colab")):
-        problems = misfits(load_profile(name))
-        if not problems:
-            return name, notes
-        notes.append(f"auto: not {name!r}: " + "; ".join(problems))
-    return "cpu", notes
+def resolve_auto() -> str:
+    """The profile name `auto` stands for on this machine."""
+    return auto_choice()[0]
 
 
 def check_overrides(overrides: dict[str, Any], source: str) -> None:

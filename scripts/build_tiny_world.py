@@ -31,8 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from memdec_helpers import corpus, models  # noqa: E402
-from memdec_helpers.profiles import load_profile  # noqa: E402
+from memdec_helpers.runtime import models  # noqa: E402
+from memdec_helpers.stages import corpus  # noqa: E402
+from memdec_helpers.profiles import load_profile
 
 DATA = ROOT / "memdec_helpers" / "data"
 VOCAB_SIZE = 4096
@@ -146,7 +147,8 @@ def random_windows(tokens: np.ndarray, batch: int, length: int, rng: np.random.G
 
 @torch.no_grad()
 def heldout_ppl(model, tokens: np.ndarray, length: int = 128, stride: int = 64) -> float:
-    from memdec_helpers.evaluate import perplexity, token_logprobs
+    from memdec_helpers.core.mixing import perplexity
+    from memdec_helpers.runtime.scoring import token_logprobs
 
     return perplexity(token_logprobs(model.eval(), tokens, length, stride, batch_size=64))
 

@@ -1,4 +1,4 @@
-"""Point every badge, setup cell and project URL at the repository in memdec_helpers/publish.py.
+"""Point every badge, setup cell and project URL at the repository in memdec_helpers/lessons/publish.py.
 
     python scripts/set_repo_url.py                       # rewrite README, notebooks, pyproject
     python scripts/set_repo_url.py https://github.com/o/n  # first set REPO_URL to that address
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_publish(root: Path) -> ModuleType:
-    """memdec_helpers/publish.py of `root`, loaded by path (no torch import)."""
-    path = root / "memdec_helpers" / "publish.py"
+    """memdec_helpers/lessons/publish.py of `root`, loaded by path (no torch import)."""
+    path = root / "memdec_helpers" / "lessons" / "publish.py"
     spec = importlib.util.spec_from_file_location("memdec_publish", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -35,7 +35,7 @@ def set_repo_url(root: Path, repo_url: str) -> None:
     """Write `repo_url` into publish.REPO_URL (checked first)."""
     publish = load_publish(root)
     owner, name = publish.github_repo(repo_url)
-    path = root / "memdec_helpers" / "publish.py"
+    path = root / "memdec_helpers" / "lessons" / "publish.py"
     text, count = re.subn(r'(?m)^REPO_URL = ".*"$', f'REPO_URL = "https://github.com/{owner}/{name}"',
                           path.read_text())
     if count != 1:

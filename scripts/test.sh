@@ -7,7 +7,7 @@
 # their solutions, their stubs and typical wrong answers.
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 export MPLBACKEND=Agg PYTHONHASHSEED=0 MEMDEC_PROGRESS=line  # bars leave one line in notebooks
-python scripts/set_repo_url.py --check --setup-cells  # badges, setup cells = memdec_helpers/publish.py
+python scripts/set_repo_url.py --check --setup-cells  # badges, setup cells = memdec_helpers/lessons/publish.py
 python -m pytest tests notebooks --nbval-lax "$@"
 # reuses every artifact of the first pass (datastore, index, targets, runs, cached log-probs)
 MEMDEC_SOLUTIONS=1 python -m pytest --nbval-lax "$@" notebooks/01_datastore.ipynb \

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from memdec_helpers.artifacts import (atomic_path, clear_stage, config_hash, load_results,
-                                      open_memmap, read_manifest, record_results, stage_dir,
-                                      stage_is_current, stale_results, write_manifest)
+from memdec_helpers.core.hashing import config_hash
+from memdec_helpers.stages.records import load_results, record_results, stale_results
+from memdec_helpers.stages.store import atomic_path, clear_stage, open_memmap, read_manifest, stage_dir, stage_is_current, write_manifest
 
 
 def test_config_hash_ignores_key_order_and_sees_values():
@@ -84,7 +84,7 @@ def test_manifest_records_file_sizes(tmp_path):
 
 
 def test_files_above_the_hash_limit_are_checked_by_size_only(tmp_path, monkeypatch):
-    import memdec_helpers.artifacts as artifacts
+    import memdec_helpers.stages.store as artifacts
 
     monkeypatch.setattr(artifacts, "HASH_LIMIT", 3)
     (tmp_path / "small.bin").write_bytes(b"123")

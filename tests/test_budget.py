@@ -7,10 +7,10 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from conftest import VOCAB
-from memdec_helpers import budget
-from memdec_helpers.budget import ModelShape, fit_batch, item_bytes
-from memdec_helpers.evaluate import token_logprobs
-from memdec_helpers.train import train_memory_decoder
+from memdec_helpers.runtime import batching as budget
+from memdec_helpers.runtime.batching import ModelShape, fit_batch, item_bytes
+from memdec_helpers.runtime.scoring import token_logprobs
+from memdec_helpers.stages.training import train_memory_decoder
 from test_train import L, fake_targets
 
 

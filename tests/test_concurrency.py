@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from conftest import make_gpt2
-from memdec_helpers.datastore import build_datastore
-from memdec_helpers.index import build_index
+from memdec_helpers.stages.datastore import build_datastore
+from memdec_helpers.stages.index import build_index
 from memdec_helpers.profiles import load_profile
-from memdec_helpers.targets import build_targets
+from memdec_helpers.stages.targets import build_targets
 
 CHILD = r"""
 import sys, time

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from memdec_helpers import load_corpus, load_profile
-from memdec_helpers.corpus import load_documents, split_documents, tokenize_documents
-from memdec_helpers.models import load_tokenizer
+from memdec_helpers.stages.corpus import load_documents, split_documents, tokenize_documents
+from memdec_helpers.runtime.models import load_tokenizer
 
 
 @pytest.mark.parametrize("name", ["kjv-ot", "shakespeare+kjv-nt"])
@@ -107,7 +107,7 @@ def profile_dir(profile):
 
 
 def test_split_documents_used_names_the_documents_in_each_stream(profile):
-    from memdec_helpers.corpus import split_documents_used
+    from memdec_helpers.stages.corpus import split_documents_used
 
     used = split_documents_used(profile)
     splits = split_documents(load_documents(profile.domain_corpus), profile.validation_fraction,

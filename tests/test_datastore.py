@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from memdec_helpers.datastore import (build_datastore, check_datastore_matches, extract_keys,
-                                      key_module, load_datastore)
-from memdec_helpers.windows import plan_windows, scored_mask
+from memdec_helpers.runtime.keys import extract_keys, key_module
+from memdec_helpers.stages.datastore import build_datastore, check_datastore_matches, load_datastore
+from memdec_helpers.core.windows import plan_windows, scored_mask
 
 
 def reference_keys(model, tokens, key_layer):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from memdec_helpers.devices import autocast_dtype
+from memdec_helpers.runtime.devices import autocast_dtype
 
 
 @pytest.mark.parametrize("capability,want", [((7, 5), torch.float16), ((7, 0), torch.float16),

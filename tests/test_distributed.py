@@ -8,8 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from memdec_helpers.distributed import check_batch_split, world
-from memdec_helpers.train import train_memory_decoder
+from memdec_helpers.runtime.distributed import check_batch_split, world
+from memdec_helpers.stages.training import train_memory_decoder
 from test_budget import no_dropout_gpt2
 from test_train import L, fake_targets
 
@@ -65,7 +65,7 @@ def test_two_processes_match_one(setup, tmp_path):
 
 
 def test_batch_must_split_evenly(monkeypatch):
-    monkeypatch.setattr("memdec_helpers.distributed.world", lambda: (0, 3))
+    monkeypatch.setattr("memdec_helpers.runtime.distributed.world", lambda: (0, 3))
     with pytest.raises(ValueError, match="train_batch_size=4 must be a multiple of the 3"):
         check_batch_split(4)
     assert world() == (0, 1)  # the real world here: one process

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from memdec_helpers.evaluate import (cached_token_logprobs, mix_logprobs, perplexity, sweep,
-                                     token_logprobs)
-from memdec_helpers.windows import plan_windows, scored_mask
+from memdec_helpers.core.mixing import mix_logprobs, perplexity, sweep
+from memdec_helpers.runtime.scoring import token_logprobs
+from memdec_helpers.stages.logprobs import cached_token_logprobs
+from memdec_helpers.core.windows import plan_windows, scored_mask
 
 
 def full_forward_logprobs(model, tokens):
@@ -70,7 +71,7 @@ def test_torch_tokens_and_batch_size_give_the_same_result(gpt2, token_ids):
 
 def test_float32_upcast_in_chunks_changes_nothing(gpt2, token_ids, monkeypatch):
     """The log-softmax is done a few windows at a time (bounded memory); same numbers."""
-    import memdec_helpers.evaluate as evaluate
+    import memdec_helpers.runtime.scoring as evaluate
 
     monkeypatch.setattr(evaluate, "FLOAT32_CHUNK", 2 * 31 * gpt2.config.vocab_size)  # 2 windows
     got = token_logprobs(gpt2, token_ids[:100], 32, 16, batch_size=5)  # chunks of 2, 2, 1

@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from memdec_helpers import exact_search, index as index_mod, pipeline as P
-from memdec_helpers.exact_search import TorchFlatIndex
-from memdec_helpers.index import build_index, index_identity, search, search_device
-from memdec_helpers.targets import build_targets
+from memdec_helpers import pipeline as P
+from memdec_helpers.core import search as exact_search
+from memdec_helpers.runtime import search as index_mod
+from memdec_helpers.stages import index as index_stage
+from memdec_helpers.core.search import TorchFlatIndex
+from memdec_helpers.runtime.search import search, search_device
+from memdec_helpers.stages.index import build_index, index_identity
+from memdec_helpers.stages.targets import build_targets
 from test_index import clustered_keys, fake_datastore
 
 
@@ -78,6 +82,7 @@ def test_keys_are_copied_once_and_released(monkeypatch):
 def on_torch_cpu(monkeypatch):
     """Make the builders choose exact torch search (on the CPU here, on the GPU for real)."""
     monkeypatch.setattr(index_mod, "search_device", lambda profile, n, d: torch.device("cpu"))
+    monkeypatch.setattr(index_stage, "search_device", lambda profile, n, d: torch.device("cpu"))
 
 
 def test_build_index_uses_the_datastore_keys_and_targets_match_faiss(monkeypatch, profile):

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import VOCAB, make_gpt2
-from memdec_helpers import exercises as ex
-from memdec_helpers import solutions
-from memdec_helpers.datastore import extract_keys
-from memdec_helpers.knn import knn_token_logprobs
-from memdec_helpers.windows import plan_windows
+from memdec_helpers.lessons import exercises as ex
+from memdec_helpers.lessons import solutions
+from memdec_helpers.runtime.keys import extract_keys
+from memdec_helpers.core.knn import knn_token_logprobs
+from memdec_helpers.core.windows import plan_windows
 
 RNG = np.random.default_rng(0)
 

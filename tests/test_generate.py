@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import make_gpt2
-from memdec_helpers.generate import filter_logits, generate, median_ms_per_token
+from memdec_helpers.runtime.generate import filter_logits, generate, median_ms_per_token
 
 PROMPT = torch.tensor([[5, 17, 3, 42, 8], [1, 2, 3, 4, 5]])
 

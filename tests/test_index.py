@@ -5,7 +5,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from memdec_helpers.index import build_index, load_index, recall_at_k, search
+from memdec_helpers.core.search import recall_at_k
+from memdec_helpers.runtime.search import search
+from memdec_helpers.stages.index import build_index, load_index
 
 
 def fake_datastore(keys, name="ds"):
@@ -88,7 +90,7 @@ def test_search_errors(profile):
 
 
 def test_keys_added_in_chunks_give_the_same_index(profile, monkeypatch):
-    import memdec_helpers.index as index_module
+    import memdec_helpers.runtime.search as index_module
 
     store = fake_datastore(np.random.default_rng(0).normal(size=(1000, 8)))
     monkeypatch.setattr(index_module, "ADD_CHUNK", 128)  # 8 float32 chunks, never all at once
@@ -100,7 +102,7 @@ def test_keys_added_in_chunks_give_the_same_index(profile, monkeypatch):
 
 
 def test_small_datastore_clamps_nlist_and_says_so(profile):
-    from memdec_helpers.index import index_identity
+    from memdec_helpers.stages.index import index_identity
 
     profile = replace(profile, index_type="ivf_flat", ivf_nlist=256, nprobe=4)
     store = fake_datastore(clustered_keys(1000, 16))
@@ -113,7 +115,7 @@ def test_small_datastore_clamps_nlist_and_says_so(profile):
 
 
 def test_index_identity_changes_with_the_index_knobs(profile):
-    from memdec_helpers.index import index_identity
+    from memdec_helpers.stages.index import index_identity
 
     profile = replace(profile, index_type="ivf_flat", ivf_nlist=8)
     store = fake_datastore(clustered_keys(2000, 16))
@@ -125,7 +127,7 @@ def test_index_identity_changes_with_the_index_knobs(profile):
 def test_index_identity_is_the_same_built_or_loaded(profile):
     """A fresh flat index is an IndexFlat, the same one read back an IndexFlatL2: targets built
     in the process that built the index were rebuilt by every later process."""
-    from memdec_helpers.index import index_identity
+    from memdec_helpers.stages.index import index_identity
 
     store = fake_datastore(clustered_keys(500, 8))
     built = index_identity(build_index(profile, store, progress=False))

@@ -15,9 +15,9 @@ sys.path.insert(0, {tests!r})
 import numpy as np, torch
 from types import SimpleNamespace
 from conftest import make_gpt2
-from memdec_helpers import targets as targets_module
-from memdec_helpers.datastore import build_datastore
-from memdec_helpers.index import build_index
+from memdec_helpers.stages import targets as targets_module
+from memdec_helpers.stages.datastore import build_datastore
+from memdec_helpers.stages.index import build_index
 from memdec_helpers.profiles import load_profile
 
 stage, root, slow = sys.argv[1], sys.argv[2], sys.argv[3] == "slow"

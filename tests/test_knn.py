@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from memdec_helpers.knn import knn_distribution, knn_token_logprobs, top_m
+from memdec_helpers.core.knn import knn_distribution, knn_token_logprobs, top_m
 
 
 def reference(distances, tokens, temperature):
@@ -140,7 +140,7 @@ def test_huge_distances_in_token_logprobs_and_many_rows_at_once():
 
 @pytest.mark.parametrize("high", [50, 2**40])  # int32 keys, and values too big for them
 def test_sort_rows_is_a_stable_sort(high):
-    from memdec_helpers.knn import sort_rows
+    from memdec_helpers.core.knn import sort_rows
 
     values = torch.randint(0, 5, (40, 33), generator=torch.Generator().manual_seed(1)) * (high // 5)
     got_values, got_columns = sort_rows(values)
@@ -150,7 +150,7 @@ def test_sort_rows_is_a_stable_sort(high):
 
 
 def test_missing_ids_are_the_smallest_absent_ones():
-    from memdec_helpers.knn import _missing_ids
+    from memdec_helpers.core.knn import _missing_ids
 
     tokens = torch.randint(0, 12, (30, 8), generator=torch.Generator().manual_seed(2))
     got = _missing_ids(tokens, 5)

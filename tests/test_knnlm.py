@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import make_gpt2
-from memdec_helpers.datastore import extract_keys
-from memdec_helpers.index import build_index
-from memdec_helpers.knnlm import knn_lm_generate, knn_lm_logprobs
+from memdec_helpers.runtime.keys import extract_keys
+from memdec_helpers.stages.index import build_index
+from memdec_helpers.runtime.knnlm import knn_lm_generate, knn_lm_logprobs
 from test_knn import reference
 
 PROMPT = torch.tensor([[5, 17, 3, 42, 8]])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memdec_helpers import exercises, plain_training, publish
+from memdec_helpers.lessons import exercises, plain_training, publish
 
 NOTEBOOKS = Path(os.environ.get("MEMDEC_LESSONS", Path(__file__).resolve().parents[1] / "notebooks"))
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import make_gpt2
-from memdec_helpers.knn import knn_distribution
-from memdec_helpers.memdec import build_memory_decoder, check_same_vocabulary, memdec_loss
+from memdec_helpers.core.knn import knn_distribution
+from memdec_helpers.core.loss import memdec_loss
+from memdec_helpers.runtime.decoder import build_memory_decoder, check_same_vocabulary
 
 B, T, V, K = 2, 5, 11, 6
 

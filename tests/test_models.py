@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from memdec_helpers import load_base_model, load_corpus, load_profile
-from memdec_helpers.hub import HubUnavailableError
-from memdec_helpers.models import count_parameters, model_id, weights_fingerprint
+from memdec_helpers.runtime.hub import HubUnavailableError
+from memdec_helpers.runtime.models import count_parameters, model_id, weights_fingerprint
 
 
 @pytest.fixture

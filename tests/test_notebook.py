@@ -7,7 +7,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from memdec_helpers.notebook import assigned_names, check_parameters
+from memdec_helpers.lessons.notebook import assigned_names, check_parameters
 
 LESSON = Path(__file__).parents[1] / "notebooks" / "00_setup_and_overview.ipynb"
 
@@ -49,7 +49,7 @@ def test_declared_parameters_pass(kernel):
 
 def test_without_papermill_nothing_is_checked(kernel):
     kernel.run_cell("PROFILE = 'auto'", store_history=True)
-    assert kernel.run_cell("from memdec_helpers.notebook import check_parameters\n"
+    assert kernel.run_cell("from memdec_helpers.lessons.notebook import check_parameters\n"
                            "check_parameters()", store_history=True).error_in_exec is None
     check_parameters(history=["", "x = 1"])  # outside IPython: the history given
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from memdec_helpers import run
+from memdec_helpers.cli import run
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 

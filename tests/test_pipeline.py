@@ -10,7 +10,7 @@ import pytest
 
 from conftest import make_gpt2
 from memdec_helpers import pipeline as P
-from memdec_helpers.artifacts import config_hash
+from memdec_helpers.core.hashing import config_hash
 
 KNOBS = {"split_seed": 3, "validation_fraction": 0.1, "test_fraction": 0.1,
          "tokenizer": "gpt2", "ivf_nlist": 64, "pq_code_bytes": 32, "index_train_size": 5000}

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from conftest import VOCAB, make_gpt2
-from memdec_helpers.memdec import memdec_loss
-from memdec_helpers.plain_training import plain_memdec_loss, plain_train
-from memdec_helpers.train import make_batch, sequence_starts, train_memory_decoder
+from memdec_helpers.core.loss import memdec_loss
+from memdec_helpers.lessons.plain_training import plain_memdec_loss, plain_train
+from memdec_helpers.runtime.training import make_batch, sequence_starts
+from memdec_helpers.stages.training import train_memory_decoder
 from test_train import L, fake_targets
 
 

@@ -5,9 +5,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from memdec_helpers import budget, costs, load_profile, pipeline as P
-from memdec_helpers.costs import T4, forward_flops, hub_shape
-from memdec_helpers.plan import format_plan, make_plan
+from memdec_helpers import load_profile, pipeline as P
+from memdec_helpers.planning import costs, devices as specs, shapes
+from memdec_helpers.runtime import devices as device_memory
+from memdec_helpers.planning.devices import T4
+from memdec_helpers.planning.shapes import forward_flops, hub_shape
+from memdec_helpers.planning.plan import format_plan, make_plan
 from memdec_helpers.profiles import auto_choice
 
 
@@ -47,7 +50,7 @@ def machine(monkeypatch, name: str, gpu_gb: float, host_gb: float = 12.7, disk_g
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda device=0: SimpleNamespace(name=name, total_memory=gpu_gb * 1e9))
-    monkeypatch.setattr(budget, "host_total_bytes", lambda: host_gb * 1e9)
+    monkeypatch.setattr(device_memory, "host_total_bytes", lambda: host_gb * 1e9)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=disk_gb * 1e9))
     if colab:
         monkeypatch.setenv("COLAB_RELEASE_TAG", "test")
@@ -68,8 +71,8 @@ def test_auto_picks_colab_on_a_t4(monkeypatch):
 def test_auto_passes_over_colab_when_its_plan_does_not_fit(monkeypatch, gpu, host, disk, speed,
                                                            why):
     machine(monkeypatch, "Tesla T4", gpu, host, disk)
-    flops, *rest = costs.GPUS["T4"]
-    monkeypatch.setitem(costs.GPUS, "T4", (flops * speed, *rest))  # speed < 1: a slower T4
+    flops, *rest = specs.GPUS["T4"]
+    monkeypatch.setitem(specs.GPUS, "T4", (flops * speed, *rest))  # speed < 1: a slower T4
     name, notes = auto_choice()
     assert name == "cpu" and why in notes[0] and "colab" in notes[0]
 

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from memdec_helpers import plots  # noqa: E402
+from memdec_helpers.lessons import plots  # noqa: E402
 
 HISTORY = {"steps": [{"step": i, "loss": 3.0 - i / 50, "kl": 2.0, "ce": 4.0} for i in range(1, 11)],
            "evals": [{"step": 5, "val_ppl": 90.0, "val_mix_ppl": 80.0},

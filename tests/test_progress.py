@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tqdm import tqdm
 
 from memdec_helpers import progress
 from memdec_helpers.progress import OneLineBar, progress_bar, progress_mode
-from memdec_helpers.windows import window_batches
+from memdec_helpers.runtime.batching import sized_window_batches
 
 
 @pytest.fixture
@@ -61,10 +62,12 @@ def test_modes_pick_the_bar_class(mode, monkeypatch):
         progress_bar(range(3))
 
 
-def test_package_stages_leave_one_line(mode, capsys):
+def test_package_stages_leave_one_line(mode, capsys, gpt2):
     mode("line")
     tokens = np.arange(100) % 7
-    batches = list(window_batches(tokens, 16, 8, batch_size=2, progress=True, desc="keys"))
+    sized, _ = sized_window_batches(gpt2, tokens, 16, 8, 2, "keys", torch.device("cpu"), None,
+                                    progress=True, desc="keys")
+    batches = list(sized)
     assert len(batches) > 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("keys: 100%")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from memdec_helpers import publish
+from memdec_helpers.lessons import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "set_repo_url.py"
@@ -19,8 +19,8 @@ PAPER = "https://github.com/LUMIA-Group/MemoryDecoder"  # a reference link: must
 
 def sample_repo(tmp_path: Path) -> Path:
     """A repository with publish.py, a README, a pyproject and one lesson, all on old addresses."""
-    (tmp_path / "memdec_helpers").mkdir()
-    (tmp_path / "memdec_helpers" / "publish.py").write_text(Path(publish.__file__).read_text())
+    (tmp_path / "memdec_helpers" / "lessons").mkdir(parents=True)
+    (tmp_path / "memdec_helpers" / "lessons" / "publish.py").write_text(Path(publish.__file__).read_text())
     (tmp_path / "README.md").write_text(f"| 00 | [![Open In Colab](badge.svg)]({OLD}) |\nsee {PAPER}\n")
     (tmp_path / "pyproject.toml").write_text(
         '[project.urls]\nRepository = "https://github.com/old-owner/old-name"\n')
@@ -54,7 +54,7 @@ def test_script_sets_the_address_then_everything_follows(tmp_path):
     assert run_script(root, "--check").returncode == 1  # old addresses are stale
     done = run_script(root, "https://github.com/real/course", "--setup-cells")
     assert done.returncode == 0, done.stderr
-    publish_py = (root / "memdec_helpers" / "publish.py").read_text()
+    publish_py = (root / "memdec_helpers" / "lessons" / "publish.py").read_text()
     assert 'REPO_URL = "https://github.com/real/course"' in publish_py
     readme = (root / "README.md").read_text()
     assert "github/real/course/blob/main/notebooks/00_x.ipynb" in readme and PAPER in readme

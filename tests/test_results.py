@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from memdec_helpers.results import (find, format_table, knn_lm_row, mixed_row, relations,
-                                    results_table)
+from memdec_helpers.core.results import find, format_table, knn_lm_row, mixed_row, relations, results_table
 
 GRID = [0.0, 0.25, 0.5, 0.75, 1.0]
 KEYS = {"method", "base", "weight", "weight_grid", "test_best_weight", "val_ppl", "test_ppl",

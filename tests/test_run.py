@@ -6,8 +6,8 @@ from dataclasses import replace
 import nbformat
 import pytest
 
-from memdec_helpers import run
-from memdec_helpers.artifacts import record_results
+from memdec_helpers.cli import run
+from memdec_helpers.stages.records import record_results
 from memdec_helpers.profiles import load_profile
 
 

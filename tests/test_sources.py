@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from memdec_helpers import load_corpus, load_profile
-from memdec_helpers.corpus import (_tokenize_until, load_documents, split_order, text_pieces,
-                                   tokenize_documents)
-from memdec_helpers.models import load_tokenizer
-from memdec_helpers.sources import bundled_documents, open_source, parse_hub_spec
+from memdec_helpers.stages.corpus import _tokenize_until, load_documents, split_order, text_pieces, tokenize_documents
+from memdec_helpers.runtime.models import load_tokenizer
+from memdec_helpers.stages.sources import bundled_documents, open_source, parse_hub_spec
 
 WORDS = "the of and to in that he shall unto for his a lord they be is him not them it".split()
 

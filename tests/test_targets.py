@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from memdec_helpers import targets as targets_module
-from memdec_helpers.index import build_index
-from memdec_helpers.targets import build_eval_targets, build_targets, mean_retained_mass
+from memdec_helpers.stages import targets as targets_module
+from memdec_helpers.stages.index import build_index
+from memdec_helpers.stages.targets import build_eval_targets, build_targets, mean_retained_mass
 
 
 def datastore(keys, vals, name="ds"):
@@ -63,7 +63,7 @@ def test_self_is_excluded_by_position_not_by_rank(profile):
     vals = np.array([7, 3, 5, 6])
     store = datastore(keys, vals)
     index = build_index(profile, store, progress=False)
-    from memdec_helpers.index import search
+    from memdec_helpers.runtime.search import search
 
     assert search(index, keys[1:2].astype(np.float32), 3)[1][0, 0] == 0  # the premise: 0 first
     t = build_targets(profile, store, index, progress=False)
@@ -144,7 +144,7 @@ def test_targets_follow_the_index_and_refuse_a_foreign_one(small):
 
 
 def test_drop_self_removes_the_own_position_or_else_the_farthest():
-    from memdec_helpers.targets import drop_self
+    from memdec_helpers.core.targets import drop_self
 
     distances = np.array([[0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 0.0, 0.0], [0.0, 3.0, 4.0, 5.0]])
     indices = np.array([[4, 7, 2, 9], [1, 2, 3, 4], [5, 6, 8, 9]])
@@ -217,7 +217,7 @@ def test_bad_arguments_are_refused_before_any_file_is_written(small, tmp_path):
 @pytest.mark.parametrize("k, temperature", [(8, 2.0), (3, 0.5)])
 def test_targets_from_cached_neighbours_equal_brute_force(small, k, temperature):
     """One search for 20 neighbours serves the targets of any smaller k and any τ."""
-    from memdec_helpers.targets import build_neighbours
+    from memdec_helpers.stages.targets import build_neighbours
 
     profile, keys, vals = small
     profile = replace(profile, k=k, knn_temperature=temperature, target_top_m=min(4, k))

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from conftest import VOCAB, make_gpt2
-from memdec_helpers.evaluate import mix_logprobs, perplexity, token_logprobs
-from memdec_helpers.knn import knn_distribution
-from memdec_helpers.memdec import memdec_loss
-from memdec_helpers.train import (batch_sequences, lr_factor, make_batch, sequence_starts,
-                                  train_memory_decoder, validation_kl)
-from memdec_helpers.windows import plan_windows
+from memdec_helpers.core.mixing import mix_logprobs, perplexity
+from memdec_helpers.runtime.scoring import token_logprobs
+from memdec_helpers.core.knn import knn_distribution
+from memdec_helpers.core.loss import memdec_loss
+from memdec_helpers.runtime.scoring import validation_kl
+from memdec_helpers.runtime.training import batch_sequences, lr_factor, make_batch, sequence_starts
+from memdec_helpers.stages.training import train_memory_decoder
+from memdec_helpers.core.windows import plan_windows
 
 L = 16
 
@@ -216,8 +218,8 @@ class Planted:
 def test_a_planted_checkpoint_runs_no_code(setup, tmp_path):
     """A training_state.pt with a matching config hash (anyone can compute it) is loaded with
     weights_only=True: the pickle's code never runs, training starts from scratch."""
-    from memdec_helpers.artifacts import config_hash
-    from memdec_helpers.train import train_config
+    from memdec_helpers.core.hashing import config_hash
+    from memdec_helpers.stages.training import train_config
 
     profile, tokens, targets = setup
     profile = replace(profile, train_steps=4)

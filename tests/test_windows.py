@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from memdec_helpers.windows import gather_windows, plan_windows, scored_mask, window_batches
+from memdec_helpers.core.windows import gather_windows, plan_windows, scored_mask, window_batches
 
 CASES = [(n, l, s) for n in (2, 3, 7, 16, 17, 64, 65, 100, 301) for l in (2, 4, 16, 64)
          for s in sorted({1, max(1, l // 2), l - 1, l} - {0})]

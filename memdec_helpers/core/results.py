@@ -1,0 +1,149 @@
+"""The results table: every method on both base models, every weight chosen on validation.
+
+A row is `{method, base, weight, weight_grid, test_best_weight, val_ppl, test_ppl,
+general_test_ppl}` (kNN-LM rows add the chosen `k` and `temperature`). Log-probs come in as
+dicts `{"validation": [N], "test": [N], "general": [N]}` (general = the general corpus's test
+split, to measure forgetting). `relations` checks the paper's findings on a table.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .mixing import mix_logprobs, perplexity, sweep
+
+METHODS = ("base", "base + kNN-LM", "MemDec alone", "base + MemDec", "DAPT")
+SPLITS = ("validation", "test", "general")
+ALPHA_TOLERANCE = 0.15  # relation 8: validation's α within this of the α best on test
+
+
+def _row(method: str, which: int | None, val: float, test: float, general: float | None,
+         weight: float | None = None, grid: Sequence[float] | None = None,
+         test_best: float | None = None, **extra: Any) -> dict[str, Any]:
+    return {"method": method, "base": which, "weight": weight,
+            "weight_grid": None if grid is None else [float(w) for w in grid],
+            "test_best_weight": test_best, "val_ppl": val, "test_ppl": test,
+            "general_test_ppl": general, **extra}
+
+
+def _ppls(logprobs: dict[str, np.ndarray]) -> tuple[float, float, float | None]:
+    general = logprobs.get("general")
+    return (perplexity(logprobs["validation"]), perplexity(logprobs["test"]),
+            None if general is None else perplexity(general))
+
+
+def plain_row(method: str, logprobs: dict[str, np.ndarray], which: int | None) -> dict[str, Any]:
+    """A model scored on its own (base, MemDec alone, DAPT): no weight to choose."""
+    return _row(method, which, *_ppls(logprobs))
+
+
+def mixed_row(method: str, base_lp: dict[str, np.ndarray], other_lp: dict[str, np.ndarray],
+              grid: Sequence[float], which: int, **extra: Any) -> dict[str, Any]:
+    """base mixed with another model at the weight that is best on validation; the weight that
+    would be best on test is recorded for insight only."""
+    chosen = sweep(base_lp["validation"], other_lp["validation"], grid)["best"]
+    mixed = {s: mix_logprobs(base_lp[s], other_lp[s], chosen) for s in SPLITS if s in base_lp}
+    test_best = sweep(base_lp["test"], other_lp["test"], grid)["best"]
+    return _row(method, which, *_ppls(mixed), weight=chosen, grid=grid, test_best=test_best,
+                **extra)
+
+
+def knn_lm_row(base_lp: dict[str, np.ndarray], knn: dict[str, dict[tuple[int, float], np.ndarray]],
+               lambda_grid: Sequence[float], which: int) -> dict[str, Any]:
+    """base + kNN-LM with k, τ and λ chosen jointly on validation; knn[split][(k, τ)] = log p_kNN."""
+    val = base_lp["validation"]
+    k, tau = min(knn["validation"], key=lambda kt: sweep(val, knn["validation"][kt],
+                                                         lambda_grid)["best_ppl"])
+    chosen = {split: lp[(k, tau)] for split, lp in knn.items()}
+    return mixed_row("base + kNN-LM", base_lp, chosen, lambda_grid, which, k=int(k),
+                     temperature=float(tau))
+
+
+def decoder_rows(base_lp: dict[str, np.ndarray], mem_lp: dict[str, np.ndarray],
+                 alpha_grid: Sequence[float], which: int = 0) -> list[dict[str, Any]]:
+    """"MemDec alone" and "base + MemDec" (α chosen on validation) for one decoder and base."""
+    return [plain_row("MemDec alone", mem_lp, None),
+            mixed_row("base + MemDec", base_lp, mem_lp, alpha_grid, which)]
+
+
+def results_table(bases: dict[int, dict[str, np.ndarray]],
+                  knn: dict[int, dict[str, dict[tuple[int, float], np.ndarray]]],
+                  memdec: dict[str, np.ndarray], dapt: dict[str, np.ndarray] | None,
+                  alpha_grid: Sequence[float], lambda_grid: Sequence[float]) -> list[dict[str, Any]]:
+    """Every method on every base model: base, base + kNN-LM (its own datastore), DAPT (base 0),
+    MemDec alone, base + MemDec (one decoder for all bases)."""
+    rows = []
+    for which, base_lp in bases.items():
+        rows.append(plain_row("base", base_lp, which))
+        rows.append(knn_lm_row(base_lp, knn[which], lambda_grid, which))
+        if which == 0:
+            if dapt is not None:
+                rows.append(plain_row("DAPT", dapt, 0))
+            rows += decoder_rows(base_lp, memdec, alpha_grid, which)  # MemDec alone, base + MemDec
+        else:
+            rows.append(mixed_row("base + MemDec", base_lp, memdec, alpha_grid, which))
+    return rows
+
+
+def find(rows: list[dict[str, Any]], method: str, which: int | None = None) -> dict[str, Any]:
+    """The row of `method` on base model `which` (ValueError if the table has none)."""
+    for row in rows:
+        if row["method"] == method and row["base"] == which:
+            return row
+    raise ValueError(f"the results table has no row ({method!r}, base {which})")
+
+
+def _name(row: dict[str, Any]) -> str:
+    return row["method"].replace("base", f"base {row['base']}", 1) if row["base"] is not None \
+        else row["method"]
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per row, weights with two decimals."""
+    lines = ["| method | weight (α or λ) | chosen from | best on test | val ppl | test ppl | "
+             "general test ppl |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        weight = "" if r["weight"] is None else f"{r['weight']:.2f}"
+        if "k" in r:
+            weight += f" (k = {r['k']}, τ = {r['temperature']:g})"
+        grid = "" if r["weight_grid"] is None else f"{min(r['weight_grid']):.2f}–{max(r['weight_grid']):.2f}"
+        best = "" if r["test_best_weight"] is None else f"{r['test_best_weight']:.2f}"
+        general = "" if r["general_test_ppl"] is None else f"{r['general_test_ppl']:.2f}"
+        lines.append(f"| {_name(r)} | {weight} | {grid} | {best} | {r['val_ppl']:.2f} | "
+                     f"{r['test_ppl']:.2f} | {general} |")
+    return "\n".join(lines)
+
+
+def _inside(row: dict[str, Any]) -> bool:
+    """The chosen weight lies strictly inside its grid (not at an edge)."""
+    return min(row["weight_grid"]) < row["weight"] < max(row["weight_grid"])
+
+
+def relations(rows: list[dict[str, Any]]) -> dict[str, tuple[bool, str]]:
+    """The paper's findings, checked on test perplexities of a results table with two bases:
+    name -> (holds, the numbers behind it)."""
+    t = {(_name(r)): r["test_ppl"] for r in rows}
+    b0, b1 = find(rows, "base", 0), find(rows, "base", 1)
+    out = {"1 larger base is better": (
+        b1["test_ppl"] < b0["test_ppl"] and b1["general_test_ppl"] < b0["general_test_ppl"],
+        f"domain {b1['test_ppl']:.1f} vs {b0['test_ppl']:.1f}, general "
+        f"{b1['general_test_ppl']:.1f} vs {b0['general_test_ppl']:.1f}")}
+    gains = {w: 1 - t[f"base {w} + kNN-LM"] / t[f"base {w}"] for w in (0, 1)}
+    out["2 kNN-LM at least 10% below base"] = (
+        min(gains.values()) >= 0.10, ", ".join(f"base {w} −{100 * g:.1f}%" for w, g in gains.items()))
+    out["3 base 0 + MemDec below base 0 + kNN-LM"] = (
+        t["base 0 + MemDec"] < t["base 0 + kNN-LM"],
+        f"{t['base 0 + MemDec']:.2f} vs {t['base 0 + kNN-LM']:.2f}")
+    mixes = {w: find(rows, "base + MemDec", w) for w in (0, 1)}
+    out["4 base + MemDec below MemDec alone, α inside its grid"] = (
+        all(m["test_ppl"] < t["MemDec alone"] and _inside(m) for m in mixes.values()),
+        ", ".join(f"base {w}: {m['test_ppl']:.2f} vs {t['MemDec alone']:.2f} at α "
+                  f"{m['weight']:.2f}" for w, m in mixes.items()))
+    out["5 the decoder helps base 1 too"] = (
+        t["base 1 + MemDec"] < t["base 1"], f"{t['base 1 + MemDec']:.2f} vs {t['base 1']:.2f}")
+    out["8 validation's α within 0.15 of test's best"] = (
+        all(abs(m["weight"] - m["test_best_weight"]) <= ALPHA_TOLERANCE + 1e-9 for m in mixes.values()),
+        ", ".join(f"base {w}: {m['weight']:.2f} vs {m['test_best_weight']:.2f}"
+                  for w, m in mixes.items()))
+    return out
