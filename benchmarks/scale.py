@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from memdec_helpers import load_profile
-from memdec_helpers.planning import costs, devices as specs, plan as pl, shapes
+from memdec_helpers.planning import devices as specs, plan as pl, shapes
 
 STAGES = ("corpus", "keys", "held-out keys", "targets", "knn-lm", "base0 logprobs",
           "base1 logprobs", "train")
@@ -69,8 +69,8 @@ def train():
     run = dataclasses.replace(profile, train_steps=TRAIN_STEPS, train_batch_size=1, grad_accum=1,
                               eval_every=TRAIN_STEPS, warmup_steps=1)
     memdec = P.build_memory_decoder(run, base_model=base(0))
-    train_memory_decoder(run, memdec, P.corpus(run)["train"], P.targets(run, False),
-                         P.memdec_dir(run), progress=False)
+    train_memory_decoder(run, memdec, P.corpus(run)["train"], P.targets(run, progress=False),
+                         out_dir=P.memdec_dir(run), progress=False)
 
 ACTIONS = {
     "corpus": lambda: P.corpus(profile),

@@ -136,7 +136,8 @@ def bench_scoring(profile, base_model, memdec, store, index, n_tokens: int = 409
                      token_logprobs(memdec, tokens, *window), 0.5)
 
     def with_knn():
-        knn = knn_lm_logprobs(index, store.vals, keys, next_tokens, [t], profile.k)[t]
+        knn = knn_lm_logprobs(index, store.vals, keys, next_tokens, temperatures=[t],
+                              k=profile.k)[t]
         mix_logprobs(token_logprobs(base_model, tokens, *window), knn, 0.25)
 
     mem, knn = timed(with_memdec, 3), timed(with_knn, 3)

@@ -1,40 +1,47 @@
 """The course's stages as one-line calls: each builds its artifact, or reuses it by manifest.
 
 Every notebook can run on its own: asking for the targets builds the datastore and index first
-if they are missing or stale. Models, token streams and search results are memoised for the
-session, keyed on the whole profile so that no knob can be missed; one index at a time is held,
-keyed on its stage's config (its GPU copy of the keys is never made twice).
+if they are missing. Each stage is found by its recipe (stages/recipes.py): a key computed from
+the profile alone, so a finished stage is recognised by one small JSON read, without loading a
+model or an artifact it does not need. Models, token streams, query keys and kNN-LM scores are
+memoised for the session under the same keys (a changed knob or an edited corpus file is a new
+key); one index at a time is held (its GPU copy of the keys is never made twice).
 """
 from __future__ import annotations
 
 import dataclasses
 import platform
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .core.hashing import config_hash
-from .core.knn import knn_token_logprobs
+from .core.mixing import perplexity
 from .core.results import decoder_rows, results_table
-from .core.windows import tokens_hash
+from .core.windows import WindowSpec
 from .lessons.notebook import check_parameters
 from .planning.plan import format_plan, make_plan, summary
 from .profiles import Profile, auto_choice, check_overrides, load_profile, parse_memdec_init
 from .progress import progress_bar, quiet_library_bars
 from .runtime.decoder import build_memory_decoder, check_same_vocabulary
 from .runtime.devices import resolve_device, seed_everything
-from .runtime.keys import extract_keys, key_dim
-from .runtime.models import (base_model_name, count_parameters, load_base_model, model_id,
-                             weights_fingerprint)
-from .runtime.search import search, set_nprobe
+from .runtime.keys import key_dim, keys_of
+from .runtime.knnlm import knn_lm_grid
+from .runtime.models import count_parameters, load_base_model, model_id
+from .runtime.scoring import score_tokens
+from .runtime.search import search_device
+from .runtime.workers import run_in_workers
 from .stages.corpus import load_corpus
-from .stages.datastore import Datastore, build_datastore, check_datastore_matches
-from .stages.index import Index, build_index, index_config, index_identity
-from .stages.logprobs import cached_token_logprobs
-from .stages.store import cached_array, stage_dir
-from .stages.targets import Targets, build_eval_targets, build_neighbours, build_targets
-from .stages.training import is_finished, train_config, train_memory_decoder
+from .stages.datastore import Datastore, build_datastore, check_datastore_matches, load_datastore
+from .stages.index import Index, build_index
+from .stages.logprobs import saved_logprobs
+from .stages.recipes import (Recipe, base_model_identity, corpus_recipe, datastore_recipe,
+                             eval_targets_recipe, index_recipe, knn_logprobs_recipe,
+                             logprobs_recipe, queries_identity, run_recipe, search_identity,
+                             targets_recipe)
+from .stages.store import read_manifest, stage_dir, stage_is_current
+from .stages.targets import Targets, build_eval_targets, build_neighbours, build_targets, load_targets
+from .stages.training import is_finished, load_run, train_memory_decoder
 
 CORPORA = ("domain", "general")
 
@@ -82,23 +89,30 @@ def plan(profile: Profile) -> str:
     return format_plan(made, profile.budget()) if made else plan_summary(profile)
 
 
-def _key(profile: Profile, *extra: Any) -> tuple:
-    """A memo key: the whole (frozen, hashable) profile, so no knob can be missed, plus the
-    call's own arguments."""
-    return (profile, *extra)
-
-
 def _suffix(which: int) -> str:
-    """Stage-name suffix of base model `which` (base 0 keeps the plain names)."""
+    """Label suffix of base model `which` (base 0 keeps the plain names)."""
     return "" if which == 0 else f"-base{which}"
 
+
+def _folder(profile: Profile, recipe: Recipe) -> Any:
+    """The stage folder of a recipe (created if missing)."""
+    return stage_dir(profile, recipe.folder)
+
+
+def _is_built(profile: Profile, recipe: Recipe, *, verify: bool = True) -> bool:
+    """Whether the recipe's stage is complete (its manifest: one JSON read); with `verify`, its
+    files are checked too (once per process), as the caller is about to read them."""
+    return stage_is_current(_folder(profile, recipe), recipe.config(), verify=verify)
+
+
+# --- models and corpora ----------------------------------------------------------------------
 
 _MODELS: dict[tuple, tuple[Any, Any]] = {}
 
 
 def base(profile: Profile, which: int = 0) -> tuple[Any, Any]:
     """(model, tokenizer) of base model `which`, loaded once per session."""
-    key = (base_model_name(profile, which), profile.base_model_revision, profile.device)
+    key = (base_model_identity(profile, which), profile.device)
     if key not in _MODELS:
         _MODELS[key] = load_base_model(profile, which)
     return _MODELS[key]
@@ -111,41 +125,82 @@ def init_base(profile: Profile) -> Any:
     return base(profile, which if kind == "base" else 0)[0]
 
 
+_CORPORA: dict[str, dict[str, np.ndarray]] = {}
+
+
 def corpus(profile: Profile, which: str = "domain") -> dict[str, np.ndarray]:
     """train/validation/test token ids of the domain corpus (or of the general corpus the base
     models were trained on; the same caps apply)."""
     if which not in CORPORA:
         raise ValueError(f"corpus which={which!r}: use one of {CORPORA}")
-    return load_corpus(profile, which, progress=False)
+    key = corpus_recipe(profile, which).key
+    if key not in _CORPORA:
+        _CORPORA[key] = load_corpus(profile, which, progress=False)
+    return _CORPORA[key]
+
+
+# --- datastore, search, targets ----------------------------------------------------------------
+
+_STORES: dict[str, Datastore] = {}
 
 
 def datastore(profile: Profile, which: int = 0, progress: bool = True) -> Datastore:
     """Keys of base model `which` over the domain training split (each base has its own)."""
-    model, _ = base(profile, which)
-    store = build_datastore(profile, model, corpus(profile)["train"], model_id(model), progress,
-                            stage=f"datastore{_suffix(which)}")
-    check_datastore_matches(store, model_id(model), key_dim(model))
-    return store
+    recipe = datastore_recipe(profile, which)
+    if recipe.key not in _STORES:
+        if _is_built(profile, recipe):
+            store = load_datastore(_folder(profile, recipe))
+        else:
+            model, _ = base(profile, which)
+            store = build_datastore(profile, model, corpus(profile)["train"], model_id(model),
+                                    progress=progress, recipe=recipe)
+            check_datastore_matches(store, model_id(model), key_dim(model))
+        _STORES[recipe.key] = store
+    return _STORES[recipe.key]
 
 
-_INDEX: dict[tuple, Index] = {}  # at most one: (stage folder, its config, search_device) -> index
+def _datastore_shape(profile: Profile, which: int) -> tuple[int, int]:
+    """(N, d) of base model `which`'s datastore, from its manifest (built first if missing)."""
+    recipe = datastore_recipe(profile, which)
+    manifest = read_manifest(_folder(profile, recipe)) if _is_built(profile, recipe, verify=False) else None
+    manifest = manifest or datastore(profile, which, progress=False).manifest
+    return int(manifest["n"]), int(manifest["dim"])
+
+
+def _exact_search(profile: Profile, which: int) -> bool:
+    """Whether base model `which`'s datastore is searched exactly: a flat index, or exact torch
+    search on a GPU the keys fit (decided from the GPU's total memory: the same every time)."""
+    if profile.index_type == "flat":
+        return True
+    if profile.search_device == "cpu" or not torch.cuda.is_available():
+        return False
+    return search_device(profile, *_datastore_shape(profile, which)) is not None
+
+
+def search_id(profile: Profile, which: int = 0) -> str:
+    """The identity of a search over base model `which`'s datastore, from the profile: "exact
+    over the datastore" (faiss flat or torch, any device), or the IVF index's key and nprobe."""
+    key = datastore_recipe(profile, which).key
+    return search_identity(profile, key, _exact_search(profile, which), which)
+
+
+_INDEX: dict[str, Index] = {}  # at most one: the index's identity (nprobe aside) -> index
 
 
 def index(profile: Profile, which: int = 0, progress: bool = True) -> Index:
     """The search index over base model `which`'s datastore (faiss, or exact search on the
     GPU), built or read once per process and held until another index is asked for, which
-    frees it first (with its GPU copy of the keys): never two copies at once. Keyed on the
-    index stage's own config, the whole of what the index depends on, so any profile with the
-    same index (an ablation's, a lesson's) reuses it."""
-    store = datastore(profile, which, progress)
-    stage = f"index{_suffix(which)}"
-    key = (stage_dir(profile, stage), config_hash(index_config(profile, store)),
-           profile.search_device)
-    if key not in _INDEX:
+    frees it first (with its GPU copy of the keys): never two copies at once. Any profile with
+    the same datastore and index knobs (an ablation's, a lesson's) reuses it."""
+    key = datastore_recipe(profile, which).key
+    held = (f"exact:{key}" if _exact_search(profile, which)
+            else index_recipe(profile, key, which).key)
+    if held not in _INDEX:
         release_index()
-        _INDEX[key] = build_index(profile, store, progress, stage=stage)
-    set_nprobe(_INDEX[key], profile.nprobe)
-    return _INDEX[key]
+        store = datastore(profile, which, progress)
+        _INDEX[held] = build_index(profile, store, progress=progress, stage=f"index{_suffix(which)}")
+    _INDEX[held].set_nprobe(profile.nprobe)
+    return _INDEX[held]
 
 
 def release_index() -> None:
@@ -155,119 +210,140 @@ def release_index() -> None:
     _INDEX.clear()
 
 
-def targets_label(profile: Profile) -> str:
-    """The knobs that shape the kNN targets, as a stage-name suffix (each setting keeps its own
-    stage, so an ablation never overwrites the main run's targets)."""
-    return f"k{profile.k}-tau{profile.knn_temperature:g}-m{profile.target_top_m}"
+def _targets_recipe(profile: Profile) -> Recipe:
+    return targets_recipe(profile, datastore_recipe(profile, 0).key, search_id(profile, 0))
 
 
 def targets(profile: Profile, progress: bool = True) -> Targets:
     """Sparse top-m kNN targets for every training position (self excluded by position),
     from base model 0's datastore: the Memory Decoder's training signal."""
+    recipe = _targets_recipe(profile)
+    if _is_built(profile, recipe):
+        return load_targets(_folder(profile, recipe))
     store, idx = datastore(profile, 0, progress), index(profile, 0, progress)
     cached = profile.neighbour_cache_k
-    neighbours = (build_neighbours(profile, store, idx, cached, progress)
+    neighbours = (build_neighbours(profile, store, idx, cached, progress=progress)
                   if cached and cached > profile.k else None)
-    return build_targets(profile, store, idx, progress, stage=f"targets-{targets_label(profile)}",
+    return build_targets(profile, store, idx, progress=progress, recipe=recipe,
                          neighbours=neighbours)
 
 
-_EVAL_KEYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_EVAL_KEYS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def eval_keys(profile: Profile, split: str, which: int = 0,
               text: str = "domain") -> tuple[np.ndarray, np.ndarray]:
     """Query keys (base model `which`) and next tokens of a held-out split, memoised."""
-    key = _key(profile, split, which, text)
+    key = queries_identity(profile, split, which, text)
     if key not in _EVAL_KEYS:
         model, _ = base(profile, which)
-        _EVAL_KEYS[key] = extract_keys(model, corpus(profile, text)[split], profile.context_length,
-                                       profile.stride, profile.key_layer, profile.batch_size)
+        _EVAL_KEYS[key] = keys_of(model, corpus(profile, text)[split], WindowSpec.of(profile),
+                                  key_layer=profile.key_layer)
     return _EVAL_KEYS[key]
 
 
 def validation_targets(profile: Profile) -> Targets:
     """kNN targets of the validation positions (to measure the decoder's KL on held-out text)."""
+    recipe = eval_targets_recipe(profile, "validation", queries_identity(profile, "validation"),
+                                 datastore_recipe(profile, 0).key, search_id(profile, 0))
+    if _is_built(profile, recipe):
+        return load_targets(_folder(profile, recipe))
     keys, _ = eval_keys(profile, "validation")
-    return build_eval_targets(profile, index(profile, 0, False), datastore(profile, 0, False),
-                              keys, f"validation-{targets_label(profile)}")
+    return build_eval_targets(profile, index(profile, 0, progress=False),
+                              datastore(profile, 0, progress=False), keys, name="validation",
+                              recipe=recipe)
+
+
+# --- per-token log-probs -----------------------------------------------------------------------
+
+def _scored(profile: Profile, recipe: Recipe, model: Callable[[], Any], tokens: Callable[[], Any]
+            ) -> np.ndarray:
+    """A model's per-token log-probs under `recipe`: read back, or scored (the model and the
+    tokens are only fetched when they must be)."""
+    return saved_logprobs(profile, recipe,
+                          lambda: score_tokens(model(), tokens(), WindowSpec.of(profile)),
+                          n=len, perplexity=perplexity)
 
 
 def base_logprobs(profile: Profile, split: str, which: int = 0, text: str = "domain") -> np.ndarray:
     """log p(next token) of base model `which` on a split of the domain (or general) corpus."""
-    model, _ = base(profile, which)
-    name = f"base{which}" + ("" if text == "domain" else f"-{text}")
-    return cached_token_logprobs(profile, name, model, corpus(profile, text)[split], split,
-                                 model_id(model), progress=False)
+    recipe = logprobs_recipe(profile, f"base{which}", split, text,
+                             base_model_identity(profile, which))
+    return _scored(profile, recipe, lambda: base(profile, which)[0],
+                   lambda: corpus(profile, text)[split])
 
 
-_KNN: dict[tuple, dict[tuple[int, float], np.ndarray]] = {}
+_KNN: dict[str, dict[tuple[int, float], np.ndarray]] = {}
+
+
+def knn_recipe(profile: Profile, split: str, which: int = 0, text: str = "domain") -> Recipe:
+    """The recipe of kNN-LM's log-probs on a split over the profile's (k, τ) grid."""
+    grid = [(k, float(t)) for k in sorted(set(profile.knn_k_grid))
+            for t in profile.knn_temperature_grid]
+    return knn_logprobs_recipe(profile, split, which, text, datastore_recipe(profile, which).key,
+                               search_id(profile, which), grid)
 
 
 def knn_logprobs(profile: Profile, split: str, which: int = 0,
                  text: str = "domain") -> dict[tuple[int, float], np.ndarray]:
     """(k, τ) -> log p_kNN(next token) of every position of a split, for the profile's k and τ
     grids, from base model `which`'s own datastore: one search with the largest k serves all.
-    Saved in `eval/knn<which>[-general]-<split>/` (lessons 02, 04, 05 and the results table
-    share it) and memoised."""
-    key = _key(profile, split, which, text)
-    if key not in _KNN:
-        grid = [(k, float(t)) for k in sorted(set(profile.knn_k_grid))
-                for t in profile.knn_temperature_grid]
-
+    Saved on disk (lessons 02, 04, 05 and the results table share it) and memoised."""
+    recipe = knn_recipe(profile, split, which, text)
+    grid = [(int(k), float(t)) for k, t in recipe.knobs["grid"]]
+    if recipe.key not in _KNN:
         def search_grid() -> np.ndarray:  # [len(grid), Q]
             keys, next_tokens = eval_keys(profile, split, which, text)
-            distances, rows = search(index(profile, which, False), keys, grid[-1][0])  # nearest first
-            neighbours = np.asarray(datastore(profile, which, False).vals)[rows]  # [Q, K]
-            return np.stack([knn_token_logprobs(distances[:, :k], neighbours[:, :k], next_tokens, t)
-                             for k, t in grid])
+            return knn_lm_grid(index(profile, which, progress=False),
+                               datastore(profile, which, progress=False).vals, keys, next_tokens,
+                               grid=grid)
 
-        _KNN[key] = dict(zip(grid, _saved_knn_logprobs(profile, split, which, text, grid, search_grid)))
-    return _KNN[key]
+        _KNN[recipe.key] = dict(zip(grid, saved_logprobs(profile, recipe, search_grid)))
+    return _KNN[recipe.key]
 
 
-def _saved_knn_logprobs(profile: Profile, split: str, which: int, text: str,
-                        grid: list[tuple[int, float]], compute: Any) -> np.ndarray:
-    """`compute()` cached on disk, keyed on what it depends on: the datastore, the index, the
-    base model that makes the query keys, the split's tokens, the window knobs and the grid."""
-    model, _ = base(profile, which)
-    config = {"datastore": datastore(profile, which, False).manifest["config_hash"],
-              "index": index_identity(index(profile, which, False)), "model_id": model_id(model),
-              "weights": weights_fingerprint(model), "split": split,
-              "tokens": tokens_hash(corpus(profile, text)[split]), "grid": grid,
-              **profile.subset("context_length", "stride", "key_layer", "dtype")}
-    name = f"knn{which}" + ("" if text == "domain" else f"-{text}")
-    return cached_array(stage_dir(profile, "eval", f"{name}-{split}"), config, compute,
-                        "logprobs.npy", shape=lambda values: list(values.shape))
+# --- training runs -----------------------------------------------------------------------------
+
+def _run_recipe(profile: Profile, name: str) -> Recipe:
+    """The recipe of a training run; its kNN targets are part of it only when β > 0."""
+    return run_recipe(profile, name, _targets_recipe(profile).key if profile.beta > 0 else None)
 
 
 def memdec_dir(profile: Profile, name: str = "memdec") -> Any:
-    return stage_dir(profile, name)
+    """The folder of a training run (the Memory Decoder's by default)."""
+    return _folder(profile, _run_recipe(profile, name))
 
 
-_MEMDEC: dict[tuple, tuple[Any, dict]] = {}
+_MEMDEC: dict[str, tuple[Any, dict]] = {}
 
 
 def memory_decoder(profile: Profile, progress: bool = True, name: str = "memdec",
                    validate: bool = True) -> tuple[Any, dict]:
     """Train (or reuse) the Memory Decoder; returns (model, history). Memoised per session.
     `validate`: evaluate on validation every `eval_every` steps (perplexities, KL)."""
-    key = _key(profile, name)
-    if key in _MEMDEC:
-        return _MEMDEC[key]
+    recipe = _run_recipe(profile, name)
+    if recipe.key not in _MEMDEC:
+        out_dir = _folder(profile, recipe)
+        if is_finished(out_dir, recipe.config()):
+            trained, history = load_run(out_dir)
+        else:
+            trained, history = _train(profile, recipe, out_dir, progress, validate)
+        _MEMDEC[recipe.key] = trained.to(resolve_device(profile.device)).eval(), history
+    return _MEMDEC[recipe.key]
+
+
+def _train(profile: Profile, recipe: Recipe, out_dir: Any, progress: bool,
+           validate: bool) -> tuple[Any, dict]:
+    """Build the decoder the profile describes and train it (resuming a checkpoint)."""
     base_model, _ = base(profile, 0)
     tokens = corpus(profile)
     model = build_memory_decoder(profile, base_model=init_base(profile))
     check_same_vocabulary(model, base_model)
-    train_targets, out_dir = targets(profile, progress), memdec_dir(profile, name)
-    finished = is_finished(out_dir, train_config(profile, model, tokens["train"], train_targets))
-    validation = {} if finished or not validate else {  # only a run that still trains needs these
+    validation = {} if not validate else {
         "val_tokens": tokens["validation"], "val_targets": validation_targets(profile),
         "val_base_logprobs": base_logprobs(profile, "validation")}
-    trained, history = train_memory_decoder(profile, model, tokens["train"], train_targets,
-                                            out_dir, progress=progress, **validation)
-    _MEMDEC[key] = trained.to(resolve_device(profile.device)).eval(), history
-    return _MEMDEC[key]
+    return train_memory_decoder(profile, model, tokens["train"], targets(profile, progress),
+                                out_dir=out_dir, progress=progress, config=recipe.config(), **validation)
 
 
 def dapt_profile(profile: Profile) -> Profile:
@@ -284,16 +360,15 @@ def dapt(profile: Profile, progress: bool = True) -> tuple[Any, dict]:
 def memdec_logprobs(profile: Profile, split: str, name: str = "memdec",
                     text: str = "domain") -> np.ndarray:
     """Per-token log-probs of a trained decoder run (the Memory Decoder, DAPT, an ablation),
-    cached by the run's config."""
-    model, history = memory_decoder(profile, progress=False, name=name)
-    cache = name + ("" if text == "domain" else f"-{text}")
-    return cached_token_logprobs(profile, cache, model, corpus(profile, text)[split], split,
-                                 f"{name}:{config_hash(history['config'])}", progress=False)
+    saved under the run's recipe (the run is trained first if it must be)."""
+    run = _run_recipe(profile, name)
+    recipe = logprobs_recipe(profile, name, split, text, f"run:{run.key}")
+    return _scored(profile, recipe, lambda: memory_decoder(profile, progress=False, name=name)[0],
+                   lambda: corpus(profile, text)[split])
 
 
 def dapt_logprobs(profile: Profile, split: str, text: str = "domain") -> np.ndarray:
     """Per-token log-probs of the DAPT baseline."""
-    dapt(profile, progress=False)
     return memdec_logprobs(dapt_profile(profile), split, "dapt", text)
 
 
@@ -309,35 +384,41 @@ def decoder_result(profile: Profile, name: str = "memdec", which: int = 0,
                    general: bool = True) -> list[dict[str, Any]]:
     """A decoder run scored alone and mixed with base model `which` (α chosen on validation):
     the rows "MemDec alone" and "base + MemDec" of the results table."""
-    memory_decoder(profile, progress=False, name=name)
     mem = _splits(lambda split, text: memdec_logprobs(profile, split, name, text), general)
     base_lp = _splits(lambda split, text: base_logprobs(profile, split, which, text), general)
     return decoder_rows(base_lp, mem, profile.alpha_grid, which)
 
 
+# --- short ablation runs -----------------------------------------------------------------------
+
 def ablation_profile(profile: Profile, **knobs: Any) -> Profile:
-    """The profile of a short ablation run: the profile's ablation schedule plus `knobs`. A
-    run on a different training corpus (max_train_tokens) gets its own artifacts folder."""
+    """The profile of a short ablation run: the profile's ablation schedule plus `knobs` (a run
+    on another training corpus gets its own stages by their recipes)."""
     steps = profile.ablation_steps
     schedule = dict(train_steps=steps, train_batch_size=profile.ablation_batch_size,
                     warmup_steps=max(1, steps // 8), eval_every=steps)
-    changed = dataclasses.replace(profile, **{**schedule, **knobs})
-    if changed.max_train_tokens != profile.max_train_tokens:
-        changed = dataclasses.replace(changed, name=f"{profile.name}-train{changed.max_train_tokens}")
-    return changed
+    return dataclasses.replace(profile, **{**schedule, **knobs})
+
+
+ABLATION = "ablation"  # the label of every short run's folder: ablation-<its key>
+
+
+def short_run_name(variant: Profile) -> str:
+    """`ablation-<the start of the run's key>`: the folder of a short run (knobs that only say
+    how runs are scheduled are not in its recipe, so changing them reuses every run)."""
+    return _run_recipe(variant, ABLATION).folder
 
 
 def short_run(profile: Profile, **knobs: Any) -> dict[str, Any]:
     """Train (or reuse) a short ablation run with `knobs` changed; its validation/test
     perplexities alone and mixed with base 0 (α chosen on validation), and its KL to the kNN
-    targets over the last training steps. Runs are named by their config, so the same setting
+    targets over the last training steps. Runs are found by their recipes, so the same setting
     asked for twice (e.g. β = 0.5 and the reference of another ablation) trains once."""
     variant = ablation_profile(profile, **knobs)
-    name = short_run_name(variant)
-    model, history = memory_decoder(variant, progress=False, name=name, validate=False)
-    alone, mixed = decoder_result(variant, name, general=False)
+    model, history = memory_decoder(variant, progress=False, name=ABLATION, validate=False)
+    alone, mixed = decoder_result(variant, ABLATION, general=False)
     last = history["steps"][-LAST_STEPS:]
-    return {"run": name, "knobs": knobs, "params": count_parameters(model),
+    return {"run": short_run_name(variant), "knobs": knobs, "params": count_parameters(model),
             "steps": len(history["steps"]), "train_kl": float(np.mean([s["kl"] for s in last])),
             "alone": alone, "mixed": mixed}
 
@@ -354,7 +435,8 @@ def short_runs(profile: Profile, settings: dict[Any, dict[str, Any]],
     workers = profile.ablation_workers if workers is None else workers
     todo = [knobs for knobs in settings.values() if not _short_run_done(profile, knobs)]
     if workers > 1 and len(todo) > 1 and resolve_device(profile.device).type == "cpu":
-        _train_in_workers(profile, todo, workers)
+        run_in_workers(_short_run_job, [(profile, knobs) for knobs in todo], workers,
+                       desc=f"training {len(todo)} short runs, {workers} at a time")
     return {label: short_run(profile, **knobs)
             for label, knobs in progress_bar(settings.items(), desc="short runs", leave=False)}
 
@@ -362,42 +444,15 @@ def short_runs(profile: Profile, settings: dict[Any, dict[str, Any]],
 def _short_run_done(profile: Profile, knobs: dict[str, Any]) -> bool:
     """Whether the short run of `knobs` has finished training (its manifest is there)."""
     variant = ablation_profile(profile, **knobs)
-    return (stage_dir(variant, short_run_name(variant)) / "manifest.json").exists()
-
-
-def short_run_name(variant: Profile) -> str:
-    """`ablation-<hash of the run's knobs>` (knobs that only say how runs are scheduled left
-    out, so that changing them reuses every run)."""
-    knobs = {k: v for k, v in variant.to_dict().items()
-             if k not in ("ablation_workers", "ablation_seeds")}
-    return f"ablation-{config_hash(knobs)[:10]}"
-
-
-def _one_thread() -> None:
-    """Workers compute with one thread each (torch and faiss's OpenMP): two workers with two
-    threads each on two cores spin-wait on each other and run many times slower."""
-    import faiss
-
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-
-
-def _train_in_workers(profile: Profile, todo: list[dict[str, Any]], workers: int) -> None:
-    """Train and score the short runs of `todo` in a pool of single-threaded processes."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-        jobs = [pool.submit(_short_run_job, profile, knobs) for knobs in todo]
-        for job in progress_bar(jobs, desc=f"training {len(todo)} short runs, {workers} at a time",
-                                leave=False):
-            job.result()  # re-raises a worker's error here
+    recipe = _run_recipe(variant, ABLATION)
+    return is_finished(_folder(variant, recipe), recipe.config())
 
 
 def _short_run_job(profile: Profile, knobs: dict[str, Any]) -> None:
     short_run(profile, **knobs)
 
+
+# --- the results table -------------------------------------------------------------------------
 
 def results(profile: Profile) -> list[dict[str, Any]]:
     """The course's results table (both bases; every weight chosen on validation): base,
@@ -409,11 +464,10 @@ def results(profile: Profile) -> list[dict[str, Any]]:
                                          "test": ("test", "domain"),
                                          "general": ("test", "general")}.items()}
            for w in bases}
-    memory_decoder(profile, progress=False)
     mem = _splits(lambda split, text: memdec_logprobs(profile, split, "memdec", text))
-    dapt(profile, progress=False)
     dapt_lp = _splits(lambda split, text: dapt_logprobs(profile, split, text))
-    return results_table(bases, knn, mem, dapt_lp, profile.alpha_grid, profile.knn_lambda_grid)
+    return results_table(bases, knn, mem, dapt_lp, alpha_grid=profile.alpha_grid,
+                         lambda_grid=profile.knn_lambda_grid)
 
 
 def describe_model(model: Any) -> str:

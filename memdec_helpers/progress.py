@@ -11,11 +11,12 @@ The batch runner and scripts/test.sh set `line`.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
 import warnings
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from tqdm import TqdmWarning, tqdm
 
@@ -92,6 +93,21 @@ def progress_bar(iterable: Iterable | None = None, *, desc: str = "", total: flo
             mode = "line"
     bar_class = OneLineBar if mode == "line" else tqdm
     return bar_class(iterable, desc=desc, total=total, disable=mode == "off", **kwargs)
+
+
+@contextlib.contextmanager
+def no_transformers_bars() -> Iterator[None]:
+    """No transformers bars ("Loading weights", "Writing model shards") inside the block, which
+    loads or saves a model the course's own bar or message already accounts for; restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def quiet_library_bars() -> None:

@@ -1,4 +1,5 @@
-"""The public API contract of DESIGN.md: names exported by memdec_helpers, errors on bad input."""
+"""The public API contract: every name memdec_helpers exports for the lessons and for tests
+elsewhere, and bad input raising a ValueError that names the argument."""
 import numpy as np
 import pytest
 import torch

@@ -57,7 +57,7 @@ def test_micro_batches_give_the_same_training(monkeypatch, profile, token_ids):
     for name, micro in [("whole", None), ("split", 3)]:
         run = dataclasses.replace(profile, micro_batch_size=micro)
         model, history = train_memory_decoder(run, no_dropout_gpt2(), token_ids, targets,
-                                              profile_dir(profile, name), progress=False)
+                                              out_dir=profile_dir(profile, name), progress=False)
         runs[name] = (model, [s["loss"] for s in history["steps"]])
     np.testing.assert_allclose(runs["split"][1], runs["whole"][1], rtol=1e-5)
     for a, b in zip(runs["split"][0].parameters(), runs["whole"][0].parameters()):

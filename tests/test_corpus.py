@@ -76,7 +76,7 @@ def test_load_corpus_caps_caches_and_ends_documents(profile):
     again = load_corpus(profile)
     assert all(np.array_equal(tokens[s], again[s]) for s in tokens)
     manifest = json.loads((profile_dir(profile) / "manifest.json").read_text())
-    assert manifest["config"]["source"] == profile.domain_corpus
+    assert manifest["config"]["knobs"]["source"] == profile.domain_corpus
     # reference: each listed document tokenized on its own, end-of-text after each, then the cap
     tokenizer = load_tokenizer(profile)
     text = dict(load_documents(profile.domain_corpus))
@@ -101,9 +101,10 @@ def test_whitespace_only_corpus_is_refused():
 
 
 def profile_dir(profile):
-    from pathlib import Path
+    from memdec_helpers.stages.recipes import corpus_recipe
+    from memdec_helpers.stages.store import stage_dir
 
-    return Path(profile.artifacts_dir) / profile.name / "corpus-domain"
+    return stage_dir(profile, corpus_recipe(profile).folder)
 
 
 def test_split_documents_used_names_the_documents_in_each_stream(profile):

@@ -62,7 +62,7 @@ def test_build_equals_extract_and_is_reused(profile, gpt2, token_ids):
     assert (again.path / "keys.f16").stat().st_mtime_ns == mtime  # reused, not rebuilt
     profile = replace(profile, key_layer="final_hidden")
     changed = build_datastore(profile, gpt2, token_ids, "m", progress=False)
-    assert changed.manifest["config"]["key_layer"] == "final_hidden"
+    assert changed.manifest["config"]["knobs"]["key_layer"] == "final_hidden"
     assert not np.array_equal(np.asarray(changed.keys), keys)
 
 

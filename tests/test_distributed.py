@@ -24,7 +24,7 @@ def free_port() -> int:
 
 def train(profile, tokens, out_dir):
     model, history = train_memory_decoder(profile, no_dropout_gpt2(), tokens, fake_targets(tokens),
-                                          out_dir, progress=False)
+                                          out_dir=out_dir, progress=False)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, history
 
 
@@ -49,6 +49,7 @@ def setup(profile, token_ids):
     return profile, token_ids
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(setup, tmp_path):
     profile, tokens = setup
     mp.spawn(worker, args=(free_port(), profile, tokens, tmp_path / "ddp", tmp_path / "ddp.pt"),

@@ -9,7 +9,7 @@ import torch
 from memdec_helpers import pipeline as P
 from memdec_helpers.core import search as exact_search
 from memdec_helpers.runtime import search as index_mod
-from memdec_helpers.stages import index as index_stage
+from memdec_helpers.stages import index as index_stage, targets as targets_stage
 from memdec_helpers.core.search import TorchFlatIndex
 from memdec_helpers.runtime.search import search, search_device
 from memdec_helpers.stages.index import build_index, index_identity
@@ -88,26 +88,63 @@ def on_torch_cpu(monkeypatch):
 def test_build_index_uses_the_datastore_keys_and_targets_match_faiss(monkeypatch, profile):
     store = fake_datastore(clustered_keys(1500, 16))
     profile = dataclasses.replace(profile, k=24, target_top_m=8)
-    want = build_targets(profile, store, build_index(profile, store, progress=False), False)
+    want = build_targets(profile, store, build_index(profile, store, progress=False),
+                         progress=False)
     on_torch_cpu(monkeypatch)
     index = build_index(profile, store, progress=False, stage="index-torch")
     assert isinstance(index.faiss, TorchFlatIndex) and index.faiss.source is store.keys
     assert index.manifest is None and index.path is None
-    assert index_identity(index)["index"] == store.manifest["config_hash"]
-    assert not list((P.stage_dir(profile, "index-torch")).iterdir())  # nothing written
-    got = build_targets(profile, store, index, False, stage="targets-torch")
+    assert index_identity(index) == f"exact:{store.manifest['config_hash']}"
+    root = P.stage_dir(profile, "x").parent
+    assert not list(root.glob("index-torch*"))  # nothing written
+    got = build_targets(profile, store, index, progress=False, stage="targets-torch")
+    assert got.manifest["config_hash"] == want.manifest["config_hash"]  # one search identity
     np.testing.assert_array_equal(got.ids, want.ids)
     np.testing.assert_allclose(got.probs.astype(np.float32), want.probs.astype(np.float32),
                                atol=2e-3)
 
 
-def test_search_device_auto_needs_cuda_and_room(monkeypatch, profile):
-    assert search_device(profile, 10, 8) is None or torch.cuda.is_available()
+def fake_cuda(monkeypatch, total_bytes: int) -> None:
+    """CUDA "available" with `total_bytes` of memory, its exact search run on the CPU."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(index_mod, "free_device_memory", lambda device: 10_000)
-    assert search_device(profile, 10, 8) == torch.device("cuda")  # 200 bytes of keys fit
+    monkeypatch.setattr(index_mod, "total_device_memory", lambda device: total_bytes)
+    monkeypatch.setattr(index_mod, "resolve_device", lambda device: torch.device("cpu"))
+
+
+def test_search_device_auto_needs_cuda_and_room(monkeypatch, profile):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert search_device(profile, 10, 8) is None  # no CUDA: faiss on the CPU
+    fake_cuda(monkeypatch, 10_000)
+    assert search_device(profile, 10, 8) is not None  # 200 bytes of keys fit
     assert search_device(profile, 1000, 8) is None  # 20 kB do not fit in half of 10 kB: faiss
     assert search_device(dataclasses.replace(profile, search_device="cpu"), 10, 8) is None
+
+
+def test_free_memory_flipping_between_processes_rebuilds_nothing(monkeypatch, tmp_path):
+    """`auto` decided from the moment's free GPU memory: a busier GPU in the next lesson chose
+    faiss, whose results had another identity, and the targets (then the decoder, DAPT and
+    the kNN-LM caches) were built again. It decides from the GPU's total memory now."""
+    from memdec_helpers import load_profile
+
+    profile = load_profile("tiny", artifacts_dir=str(tmp_path / "artifacts"), device="cpu",
+                           max_train_tokens=1500, max_eval_tokens=300, k=8, target_top_m=4,
+                           index_type="ivf_flat", ivf_nlist=4, knn_k_grid=[8],
+                           knn_temperature_grid=[3.0])
+    fake_cuda(monkeypatch, 16 * 2**30)
+    built = []
+    real = targets_stage._write_targets
+    monkeypatch.setattr(targets_stage, "_write_targets", lambda *a, **k: built.append(1) or real(*a, **k))
+    for free in (15 * 2**30, 2**20):  # two lessons: an idle GPU, then an almost full one
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free: (free, 16 * 2**30))
+        for memo in (P._STORES, P._EVAL_KEYS, P._KNN, P._CORPORA):
+            memo.clear()
+        P.release_index()
+        P.targets(profile, progress=False)
+        P.knn_logprobs(profile, "validation")
+        assert isinstance(P.index(profile, 0, False).faiss, TorchFlatIndex)
+    assert built == [1]  # the second lesson reused the first one's targets
+    assert P.search_id(profile) == f"exact:{P.datastore(profile, 0, False).key}"
+    P.release_index()
 
 
 def test_pipeline_index_is_built_once_per_process(monkeypatch, profile):
@@ -126,5 +163,6 @@ def test_pipeline_index_is_built_once_per_process(monkeypatch, profile):
     P.index(profile, 1, False)  # base 1 has its own index: base 0's is freed first
     assert stages == ["index", "index-base1"] and freed == [1]
     changed = P.index(dataclasses.replace(profile, index_type="ivf_flat", ivf_nlist=4), 1, False)
-    assert stages[-1] == "index-base1" and changed.manifest["config"]["index_type"] == "ivf_flat"
+    assert stages[-1] == "index-base1"
+    assert changed.manifest["config"]["knobs"]["index_type"] == "ivf_flat"
     P.release_index()

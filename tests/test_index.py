@@ -111,7 +111,8 @@ def test_small_datastore_clamps_nlist_and_says_so(profile):
     import faiss
 
     assert faiss.extract_index_ivf(index.faiss).nlist == 25
-    assert index_identity(index)["nprobe"] == 4 and index_identity(index)["index"] is not None
+    identity = index_identity(index)  # "<index recipe key>:nprobe=4", the key from its manifest
+    assert identity == f"{index.manifest['config_hash']}:nprobe=4"
 
 
 def test_index_identity_changes_with_the_index_knobs(profile):
@@ -122,6 +123,20 @@ def test_index_identity_changes_with_the_index_knobs(profile):
     first = index_identity(build_index(profile, store, progress=False))
     profile = replace(profile, ivf_nlist=16)
     assert index_identity(build_index(profile, store, progress=False)) != first
+
+
+def test_exact_search_has_one_identity_whatever_the_index_type(profile):
+    """Flat faiss (built or read back) and exact torch search give the same neighbours: one
+    identity, "exact over the datastore", so targets built with either are one stage."""
+    from memdec_helpers.core.search import TorchFlatIndex
+    from memdec_helpers.stages.index import Index, index_identity
+
+    store = fake_datastore(clustered_keys(500, 8))
+    flat = index_identity(build_index(profile, store, progress=False))
+    torch_exact = Index(TorchFlatIndex(store.keys, "cpu", identity="ds"), None, None, "ds")
+    assert flat == index_identity(torch_exact) == "exact:ds"
+    approx = replace(profile, index_type="ivf_flat", ivf_nlist=4)
+    assert index_identity(build_index(approx, store, progress=False)) != flat
 
 
 def test_index_identity_is_the_same_built_or_loaded(profile):
@@ -158,8 +173,9 @@ def test_stage_argument(profile, tmp_path):
     from pathlib import Path
 
     store = fake_datastore(np.random.default_rng(0).normal(size=(100, 8)))
-    build_index(profile, store, progress=False, stage="index-exact")
-    assert (Path(profile.artifacts_dir) / profile.name / "index-exact" / "index.faiss").is_file()
+    index = build_index(profile, store, progress=False, stage="index-exact")
+    assert index.path.parent.parent == Path(profile.artifacts_dir) / profile.name
+    assert index.path.parent.name.startswith("index-exact-") and index.path.is_file()
     with pytest.raises(ValueError, match="stage"):
         build_index(profile, store, progress=False, stage="../elsewhere")
 

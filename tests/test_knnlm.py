@@ -64,7 +64,7 @@ def test_knn_lm_logprobs_equal_brute_force_for_every_temperature():
     index.add(keys)
     queries = rng.normal(size=(30, 8)).astype(np.float32)
     targets = rng.integers(0, 12, 30)
-    got = knn_lm_logprobs(index, vals, queries, targets, [1.0, 4.0], k=16, batch_size=7)
+    got = knn_lm_logprobs(index, vals, queries, targets, temperatures=[1.0, 4.0], k=16, batch_size=7)
     d = ((queries[:, None, :].astype(np.float64) - keys[None]) ** 2).sum(-1)  # [Q, N]
     order = np.argsort(d, axis=1)[:, :16]
     for t in (1.0, 4.0):
@@ -73,4 +73,4 @@ def test_knn_lm_logprobs_equal_brute_force_for_every_temperature():
             expected = math.log(want[targets[q]]) if targets[q] in want else -math.inf
             assert got[t][q] == pytest.approx(expected, rel=1e-4, abs=1e-5)
     with pytest.raises(ValueError, match="temperatures"):
-        knn_lm_logprobs(index, vals, queries, targets, [0.0], k=4)
+        knn_lm_logprobs(index, vals, queries, targets, temperatures=[0.0], k=4)

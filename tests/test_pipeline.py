@@ -1,8 +1,8 @@
-"""Session memoisation keys on the whole profile: a changed knob is never served a result
-computed for another one (it used to be, for split_seed, the split fractions, the tokenizer and
-the index knobs), neither from memory nor from the kNN-LM log-probs cached on disk."""
+"""Every cached result is found by a recipe whose key changes with every knob it depends on, so
+a changed knob is never served a result computed for another one, neither from the session's
+memo nor from disk (it used to be, for split_seed, the split fractions, the tokenizer and the
+index knobs); and a fresh session reuses what is on disk."""
 from dataclasses import replace
-from types import SimpleNamespace
 
 import faiss
 import numpy as np
@@ -10,60 +10,35 @@ import pytest
 
 from conftest import make_gpt2
 from memdec_helpers import pipeline as P
-from memdec_helpers.core.hashing import config_hash
+from memdec_helpers.runtime import knnlm
+from memdec_helpers.stages.recipes import datastore_recipe, queries_identity
 
 KNOBS = {"split_seed": 3, "validation_fraction": 0.1, "test_fraction": 0.1,
          "tokenizer": "gpt2", "ivf_nlist": 64, "pq_code_bytes": 32, "index_train_size": 5000}
-DATASTORE_KNOBS = ("split_seed", "validation_fraction", "test_fraction", "tokenizer")
-INDEX_KNOBS = ("ivf_nlist", "pq_code_bytes", "index_train_size")
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """Fake stages that record what they were asked to compute (no model, no corpus)."""
-    seen = {"keys": [], "knn": []}
-    for cache in ("_EVAL_KEYS", "_KNN"):
-        monkeypatch.setattr(P, cache, {})
-    monkeypatch.setattr(P, "base", lambda profile, which=0: (None, None))
-    monkeypatch.setattr(P, "corpus",
-                        lambda profile, which="domain": {"validation": np.arange(10) + profile.split_seed})
-
-    def extract_keys(model, tokens, *args):
-        seen["keys"].append(tokens.copy())
-        return tokens[:, None].astype(np.float32), tokens
-
-    def search(index, keys, k):
-        seen["knn"].append(index)
-        return np.zeros((len(keys), k), np.float32), np.zeros((len(keys), k), np.int64)
-
-    monkeypatch.setattr(P, "extract_keys", extract_keys)
-    monkeypatch.setattr(P, "search", search)
-    # what the real stages' manifests hash: the datastore its corpus, the index its knobs
-    monkeypatch.setattr(P, "index",
-                        lambda profile, which=0, progress=True: profile.subset(*INDEX_KNOBS))
-    monkeypatch.setattr(P, "index_identity", lambda index: index)
-    monkeypatch.setattr(P, "datastore", lambda profile, which=0, progress=True: SimpleNamespace(
-        vals=np.arange(5), manifest={"config_hash": config_hash(profile.subset(*DATASTORE_KNOBS))}))
-    monkeypatch.setattr(P, "model_id", lambda model: "fake-model")
-    monkeypatch.setattr(P, "weights_fingerprint", lambda model: "fake-weights")
-    return seen
+CORPUS_KNOBS = ("split_seed", "validation_fraction", "test_fraction", "tokenizer")
 
 
 @pytest.mark.parametrize("knob", sorted(KNOBS))
-def test_a_changed_knob_is_computed_again(profile, calls, knob):
+def test_a_changed_knob_changes_every_key_that_depends_on_it(profile, knob):
+    """Computed from the profile alone (nothing is built or loaded)."""
+    profile = replace(profile, index_type="ivfpq")
     other = replace(profile, **{knob: KNOBS[knob]})
-    for p in (profile, profile, other, other):  # each profile computes once, then reuses
-        P.knn_logprobs(p, "validation")
-    assert len(calls["keys"]) == 2 and len(calls["knn"]) == 2
-    P._KNN.clear()  # a new session: the disk cache (one stage folder) holds `other`'s result
-    P.knn_logprobs(other, "validation")
-    assert len(calls["knn"]) == 2  # reused from disk
-    P.knn_logprobs(profile, "validation")
-    assert len(calls["knn"]) == 3  # never served `other`'s: computed again
+    before, after = (P.knn_recipe(p, "validation").key for p in (profile, other))
+    assert before != after
+    assert P.search_id(profile) != P.search_id(other)  # another index, or another datastore
+    corpus = knob in CORPUS_KNOBS  # corpus knobs: new keys and new queries; index knobs: not
+    assert (datastore_recipe(profile).key != datastore_recipe(other).key) == corpus
+    assert (queries_identity(profile, "validation") != queries_identity(other, "validation")) == corpus
 
 
-def test_the_split_seed_reaches_the_keys(profile, calls):
+def test_the_split_seed_reaches_the_keys(profile, monkeypatch):
     """setup(split_seed=3) after split_seed=0 gave kNN-LM validation ppl 116.7 for 249.5."""
+    monkeypatch.setattr(P, "_EVAL_KEYS", {})
+    monkeypatch.setattr(P, "base", lambda profile, which=0: (None, None))
+    monkeypatch.setattr(P, "corpus", lambda profile, which="domain":
+                        {"validation": np.arange(10) + profile.split_seed})
+    monkeypatch.setattr(P, "keys_of", lambda model, tokens, spec, **kw:
+                        (tokens[:, None].astype(np.float32), tokens))
     first = P.eval_keys(profile, "validation")[1]
     second = P.eval_keys(replace(profile, split_seed=3), "validation")[1]
     assert not np.array_equal(first, second)
@@ -79,8 +54,8 @@ def test_knn_logprobs_are_saved_and_reused_by_a_new_session(profile, monkeypatch
     monkeypatch.setattr(P, "base", lambda profile, which=0: (make_gpt2(), None))
     monkeypatch.setattr(P, "corpus", lambda profile, which="domain": {"validation": tokens})
     monkeypatch.setattr(P, "index", lambda profile, which=0, progress=True: flat)
-    monkeypatch.setattr(P, "datastore", lambda profile, which=0, progress=True: SimpleNamespace(
-        vals=rng.integers(0, 7, 300), manifest={"config_hash": "datastore"}))
+    monkeypatch.setattr(P, "datastore", lambda profile, which=0, progress=True: type(
+        "Store", (), {"vals": rng.integers(0, 7, 300)})())
     monkeypatch.setattr(P, "eval_keys", lambda *args: (rng.normal(size=(40, 4)).astype(np.float32),
                                                        tokens[1:]))
     profile = replace(profile, knn_k_grid=(16, 4), knn_temperature_grid=(1.0, 3.0))
@@ -91,7 +66,7 @@ def test_knn_logprobs_are_saved_and_reused_by_a_new_session(profile, monkeypatch
     def no_search(*args):
         raise AssertionError("searched again although the saved log-probs are current")
 
-    monkeypatch.setattr(P, "search", no_search)
+    monkeypatch.setattr(knnlm, "search", no_search)
     again = P.knn_logprobs(profile, "validation")
     assert again.keys() == first.keys()
     assert all(np.array_equal(again[kt], first[kt]) for kt in first)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from memdec_helpers import load_profile, pipeline as P
+from memdec_helpers.runtime import knnlm
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def test_knn_logprobs_are_cached_on_disk(monkeypatch, small):
     assert sorted(first) == [(4, 1.0), (4, 3.0), (8, 1.0), (8, 3.0)]
     assert len(first[(8, 3.0)]) == 599
     P._KNN.clear()  # a new process (the next lesson) has no memo
-    monkeypatch.setattr(P, "search", lambda *a, **k: pytest.fail("searched again"))
+    monkeypatch.setattr(knnlm, "search", lambda *a, **k: pytest.fail("searched again"))
     again = P.knn_logprobs(small, "validation")
     assert all(np.array_equal(first[kt], again[kt]) for kt in first)
     monkeypatch.undo()

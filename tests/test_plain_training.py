@@ -63,7 +63,7 @@ def test_plain_loop_and_the_trainer_agree_step_by_step(short, tmp_path, grad_acc
     profile = replace(profile, grad_accum=grad_accum)
     plain_model, packaged_start = make_gpt2(), make_gpt2()  # same init
     history = plain_train(plain_model, tokens, targets, profile)
-    model, packaged = train_memory_decoder(profile, packaged_start, tokens, targets, tmp_path,
+    model, packaged = train_memory_decoder(profile, packaged_start, tokens, targets, out_dir=tmp_path,
                                            progress=False)
     assert len(history) == len(packaged["steps"]) == profile.train_steps
     if grad_accum == 1:  # the package records the mean over micro-batches, the loop the last

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from memdec_helpers import load_profile, pipeline as P
-from memdec_helpers.planning import costs, devices as specs, shapes
+from memdec_helpers.planning import devices as specs
 from memdec_helpers.runtime import devices as device_memory
 from memdec_helpers.planning.devices import T4
 from memdec_helpers.planning.shapes import forward_flops, hub_shape

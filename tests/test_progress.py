@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from memdec_helpers import progress
 from memdec_helpers.progress import OneLineBar, progress_bar, progress_mode
+from memdec_helpers.core.windows import WindowSpec
 from memdec_helpers.runtime.batching import sized_window_batches
 
 
@@ -65,8 +66,8 @@ def test_modes_pick_the_bar_class(mode, monkeypatch):
 def test_package_stages_leave_one_line(mode, capsys, gpt2):
     mode("line")
     tokens = np.arange(100) % 7
-    sized, _ = sized_window_batches(gpt2, tokens, 16, 8, 2, "keys", torch.device("cpu"), None,
-                                    progress=True, desc="keys")
+    sized, _ = sized_window_batches(gpt2, tokens, WindowSpec(16, 8, 2), "keys",
+                                    torch.device("cpu"), progress=True, desc="keys")
     batches = list(sized)
     assert len(batches) > 3
     err = capsys.readouterr().err

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import VOCAB, make_gpt2
+from memdec_helpers.core.windows import WindowSpec
 from memdec_helpers.core.mixing import mix_logprobs, perplexity
 from memdec_helpers.runtime.scoring import token_logprobs
 from memdec_helpers.core.knn import knn_distribution
@@ -88,7 +89,7 @@ def test_training_reduces_the_loss_and_writes_everything(setup, tmp_path):
     profile = replace(profile, train_steps=30, eval_every=10)
     start = make_gpt2()
     before = fixed_batch_loss(make_gpt2(), tokens, targets)
-    model, history = train_memory_decoder(profile, start, tokens, targets, tmp_path / "run",
+    model, history = train_memory_decoder(profile, start, tokens, targets, out_dir=tmp_path / "run",
                                           progress=False)
     after = fixed_batch_loss(model, tokens, targets)
     assert after < before - 0.3, (before, after)  # measured: 4.09 -> 3.68
@@ -110,13 +111,13 @@ def test_resume_gives_the_same_loss_trajectory(setup, tmp_path):
     """Interrupted after step 9 (last checkpoint at 8), then resumed: per-step loss, kl and ce
     match the uninterrupted run to 1e-5 absolute, and so do the final weights."""
     profile, tokens, targets = setup
-    full_model, full = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path / "a",
+    full_model, full = train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=tmp_path / "a",
                                             progress=False)
     interrupted_run(profile, tokens, targets, tmp_path / "b")
     assert not (tmp_path / "b" / "manifest.json").exists()  # nothing looks finished
     assert len(json.loads((tmp_path / "b" / "history.json").read_text())["steps"]) == 8
     resumed_steps = []
-    model, resumed = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path / "b",
+    model, resumed = train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=tmp_path / "b",
                                           progress=False, callback=resumed_steps.append)
     assert [r["step"] for r in resumed_steps] == [9, 10, 11, 12]  # it really resumed
     for key in ("loss", "kl", "ce", "lr"):
@@ -128,18 +129,18 @@ def test_resume_gives_the_same_loss_trajectory(setup, tmp_path):
 def test_finished_run_is_reused_and_changes_retrain(setup, tmp_path):
     profile, tokens, targets = setup
     profile = replace(profile, train_steps=4)
-    _, first = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path, progress=False)
+    _, first = train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=tmp_path, progress=False)
     calls = []
-    model, again = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path,
+    model, again = train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=tmp_path,
                                         progress=False, callback=calls.append)
     assert calls == [] and again["steps"] == first["steps"]  # reused, not retrained
     ids = torch.as_tensor(tokens[:10][None].astype(np.int64))
     assert not torch.allclose(model(ids).logits, make_gpt2()(ids).logits)  # trained weights loaded
-    _, other_init = train_memory_decoder(profile, make_gpt2(seed=9), tokens, targets, tmp_path,
+    _, other_init = train_memory_decoder(profile, make_gpt2(seed=9), tokens, targets, out_dir=tmp_path,
                                          progress=False, callback=calls.append)
     assert len(calls) == 4  # another starting model is another run
     profile = replace(profile, beta=1.0)
-    _, changed = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path, progress=False)
+    _, changed = train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=tmp_path, progress=False)
     assert changed["steps"][0]["loss"] != first["steps"][0]["loss"]
 
 
@@ -163,7 +164,7 @@ def test_validation_kl_equals_a_dense_brute_force(token_ids):
             kl = torch.nn.functional.kl_div(log_q[first:], dense, reduction="none").sum(-1)
             per_position[rows] = kl.numpy()
         assert not np.isnan(per_position).any()  # the plan scores every position
-        got = validation_kl(model, tokens, sub, length, stride, batch_size=2)
+        got = validation_kl(model, tokens, sub, WindowSpec(length, stride, batch_size=2))
         np.testing.assert_allclose(got, per_position.mean(), rtol=1e-5)
 
 
@@ -173,7 +174,7 @@ def test_evaluation_metrics_during_training(setup, tmp_path):
     val = tokens[:150]
     val_targets = fake_targets(val, seed=3)
     base_lp = token_logprobs(make_gpt2(seed=2), val, L, profile.stride)
-    model, history = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path,
+    model, history = train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=tmp_path,
                                           val_tokens=val, val_targets=val_targets,
                                           val_base_logprobs=base_lp, progress=False)
     last = history["evals"][-1]
@@ -182,7 +183,7 @@ def test_evaluation_metrics_during_training(setup, tmp_path):
     want_mix = np.exp(-np.mean(np.log(0.5 * np.exp(mem_lp.astype(np.float64))
                                       + 0.5 * np.exp(base_lp.astype(np.float64)))))
     np.testing.assert_allclose(last["val_mix_ppl"], want_mix, rtol=1e-5)
-    np.testing.assert_allclose(last["val_kl"], validation_kl(model, val, val_targets, L, profile.stride),
+    np.testing.assert_allclose(last["val_kl"], validation_kl(model, val, val_targets, WindowSpec(L, profile.stride)),
                                rtol=1e-6)
     assert perplexity(mix_logprobs(base_lp, mem_lp, 0.5)) == pytest.approx(last["val_mix_ppl"])
 
@@ -191,17 +192,17 @@ def test_errors(setup, tmp_path):
     profile, tokens, targets = setup
     run = tmp_path / "run"
     with pytest.raises(ValueError, match="targets"):
-        train_memory_decoder(profile, make_gpt2(), tokens[:100], targets, run, progress=False)
+        train_memory_decoder(profile, make_gpt2(), tokens[:100], targets, out_dir=run, progress=False)
     with pytest.raises(ValueError, match="train_tokens"):
-        train_memory_decoder(profile, make_gpt2(vocab=50), tokens, targets, run, progress=False)
+        train_memory_decoder(profile, make_gpt2(vocab=50), tokens, targets, out_dir=run, progress=False)
     with pytest.raises(ValueError, match="val_tokens"):
-        train_memory_decoder(profile, make_gpt2(), tokens, targets, run, val_targets=targets,
+        train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=run, val_targets=targets,
                              progress=False)
     with pytest.raises(ValueError, match="val_base_logprobs"):
-        train_memory_decoder(profile, make_gpt2(), tokens, targets, run, val_tokens=tokens[:50],
+        train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=run, val_tokens=tokens[:50],
                              val_base_logprobs=np.zeros(10), progress=False)
     with pytest.raises(ValueError, match="context_length"):
-        train_memory_decoder(profile, make_gpt2(n_positions=8), tokens, targets, run, progress=False)
+        train_memory_decoder(profile, make_gpt2(n_positions=8), tokens, targets, out_dir=run, progress=False)
     assert not run.exists()  # checked before any file write
 
 
@@ -232,7 +233,7 @@ def test_a_planted_checkpoint_runs_no_code(setup, tmp_path):
         {"config_hash": config_hash(config), "step": 2, "history": {}}))
     steps = []
     with pytest.warns(UserWarning, match="damaged"):
-        train_memory_decoder(profile, make_gpt2(), tokens, targets, run, progress=False,
+        train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=run, progress=False,
                              callback=steps.append)
     assert not marker.exists()
     assert [s["step"] for s in steps] == [1, 2, 3, 4]  # from scratch
@@ -248,14 +249,14 @@ def interrupted_run(profile, tokens, targets, run):
             raise Stop
 
     with pytest.raises(Stop):
-        train_memory_decoder(profile, make_gpt2(), tokens, targets, run, progress=False,
+        train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=run, progress=False,
                              callback=stop_at_9)
 
 
 @pytest.mark.parametrize("damaged", ["training_state.pt", "model.safetensors", "state.json"])
 def test_a_truncated_checkpoint_restarts_training_from_scratch(setup, tmp_path, damaged):
     profile, tokens, targets = setup
-    _, full = train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path / "a",
+    _, full = train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=tmp_path / "a",
                                    progress=False)
     run = tmp_path / "b"
     interrupted_run(profile, tokens, targets, run)
@@ -263,7 +264,7 @@ def test_a_truncated_checkpoint_restarts_training_from_scratch(setup, tmp_path, 
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     steps = []
     with pytest.warns(UserWarning, match="damaged"):
-        _, history = train_memory_decoder(profile, make_gpt2(), tokens, targets, run,
+        _, history = train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=run,
                                           progress=False, callback=steps.append)
     assert [s["step"] for s in steps] == list(range(1, 13))  # all 12 steps again
     np.testing.assert_allclose([s["loss"] for s in history["steps"]],
@@ -273,8 +274,8 @@ def test_a_truncated_checkpoint_restarts_training_from_scratch(setup, tmp_path, 
 def test_a_damaged_final_model_is_a_clear_error(setup, tmp_path):
     profile, tokens, targets = setup
     profile = replace(profile, train_steps=4)
-    train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path, progress=False)
+    train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=tmp_path, progress=False)
     weights = tmp_path / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match="damaged.*delete the folder"):
-        train_memory_decoder(profile, make_gpt2(), tokens, targets, tmp_path, progress=False)
+        train_memory_decoder(profile, make_gpt2(), tokens, targets, out_dir=tmp_path, progress=False)

@@ -20,6 +20,12 @@ UPLOAD_ROWS = 65_536  # keys copied to the device per step (bounded host memory)
 FP16_DOT_LIMIT = 1024.0  # queries are scaled so every fp16 dot product stays below this
 
 
+def key_bytes(n: float, d: int, value_bytes: int = 2) -> float:
+    """Memory of `n` keys of size `d` held for exact search: the keys (fp16 by default) and their
+    float32 squared norms. The one formula the runtime and the planner both use."""
+    return n * (d * value_bytes + 4)
+
+
 def candidate_count(k: int, n: int) -> int:
     """k plus a margin of candidates kept from the low-precision scores for the exact re-rank."""
     return min(n, k + max(32, k // 4))
@@ -46,7 +52,7 @@ class TorchFlatIndex:
     @property
     def nbytes(self) -> int:
         """Device memory the keys and their norms take."""
-        return self.ntotal * (self.d * torch.finfo(self.dtype).bits // 8 + 4)
+        return int(key_bytes(self.ntotal, self.d, torch.finfo(self.dtype).bits // 8))
 
     def load(self) -> "TorchFlatIndex":
         """Copy the keys to the device (once) and compute their squared norms in float32."""

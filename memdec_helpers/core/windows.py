@@ -18,6 +18,24 @@ import torch
 from .hashing import array_hash
 
 
+@dataclass(frozen=True)
+class WindowSpec:
+    """How every forward pass walks a token stream: windows of `context_length` tokens advancing
+    by `stride`, `batch_size` windows per pass (lowered to what memory holds), computed in
+    `dtype` (autocast on a GPU; "auto": bf16 where native, else fp16). One object, so no pass
+    can forget a knob."""
+
+    context_length: int
+    stride: int
+    batch_size: int = 32
+    dtype: str = "auto"
+
+    @classmethod
+    def of(cls, profile: Any) -> "WindowSpec":
+        """The spec a profile's knobs describe."""
+        return cls(profile.context_length, profile.stride, profile.batch_size, profile.dtype)
+
+
 @dataclass
 class WindowPlan:
     """Where the windows start and which of their positions each one scores."""

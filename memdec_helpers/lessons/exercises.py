@@ -312,7 +312,7 @@ def sparse_kl_by_hand(answer: Any, logits: Any, target_ids: Any, target_probs: A
           "the LOWEST perplexity")
 def choose_alpha(answer: Any, base_logprobs: Any, memdec_logprobs: Any, grid: Any,
                  chosen: float | None = None) -> str:
-    """Lesson 04: answer = (my_ppls, my_alpha); compared with evaluate.sweep."""
+    """Lesson 04: answer = (my_ppls, my_alpha); compared with core.mixing.sweep."""
     answer = _given(answer)
     if not isinstance(answer, tuple) or len(answer) != 2:
         raise WrongAnswer("check the pair (my_ppls, my_alpha)")

@@ -56,12 +56,9 @@ def cpu_spec() -> DeviceSpec:
 
 def this_device(profile: Any) -> DeviceSpec:
     """The spec of the device the profile will run on."""
-    from ..runtime.devices import resolve_device
-
-    import torch
+    from ..runtime.devices import device_name, resolve_device, total_device_memory
 
     device = resolve_device(profile.device)
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return gpu_spec(props.name, float(props.total_memory))
+        return gpu_spec(device_name(device), float(total_device_memory(device)))
     return cpu_spec()

@@ -2,7 +2,7 @@
 
 Estimates follow the profile's shapes (token counts, context, model sizes, k, steps) and a
 device's throughput (costs.py and devices.py state the assumptions): time = FLOPs / (peak × efficiency), or
-bytes / bandwidth where that is larger; memory from budget.py's per-window estimates; disk from
+bytes / bandwidth where that is larger; memory from runtime/batching.py's per-window estimates; disk from
 the artifact formats. `benchmarks/scale.py` measures the stages at reduced scale to check them.
 """
 from __future__ import annotations
@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..runtime.batching import ModelShape, fixed_bytes, item_bytes
+from ..core.search import key_bytes
 from ..runtime.devices import DEVICE_SHARE
+from ..runtime.search import exact_search_fits
 from .costs import (DOWNLOADS, GB, HOST_BASELINE, HOST_FLOPS, RATES, RERANK_BYTES, TOPK_BYTES,
                     corpus_tokens, lesson_parameters)
 from .devices import DeviceSpec, this_device
@@ -52,7 +54,7 @@ class Workload:
 
     def key_bytes(self, which: int = 0, keys: float | None = None) -> float:
         """Bytes of base model `which`'s datastore keys (fp16) and their norms."""
-        return (self.train if keys is None else keys) * (2 * self.bases[which].width + 4)
+        return key_bytes(self.train if keys is None else keys, self.bases[which].width)
 
     @property
     def index_bytes(self) -> float:
@@ -74,8 +76,8 @@ def workload(profile: Any, spec: DeviceSpec) -> Workload | None:
         return None
     w = Workload(profile, spec, *counts, [model_shape(b) for b in profile.base_models],
                  memdec_shape(profile))
-    keys = max(w.key_bytes(i) for i in range(len(w.bases)))
-    w.torch_search = w.on_gpu and profile.search_device != "cpu" and keys <= 0.5 * spec.memory
+    w.torch_search = (w.on_gpu and profile.search_device != "cpu"
+                      and all(exact_search_fits(w.train, b.width, spec.memory) for b in w.bases))
     return w
 
 
@@ -354,13 +356,13 @@ def machine_capacity(profile: Any) -> dict[str, float]:
 
     import torch
 
-    from ..runtime.devices import host_total_bytes
+    from ..runtime.devices import host_total_bytes, total_device_memory
     from ..stages.store import artifacts_root
 
     root = artifacts_root(profile.artifacts_dir)
     while not root.exists():
         root = root.parent
-    gpu = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
+    gpu = total_device_memory(torch.device("cuda", 0)) if torch.cuda.is_available() else 0
     return {"gpu_gb": gpu / GB, "host_gb": host_total_bytes() / GB,
             "disk_gb": shutil.disk_usage(root).free / GB}
 

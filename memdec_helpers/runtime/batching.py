@@ -21,10 +21,10 @@ from typing import Any, Iterator
 
 import torch
 
-from ..core.windows import as_token_array, plan_windows, window_batches
+from ..core.windows import WindowSpec, as_token_array, plan_windows, window_batches
 from ..progress import progress_bar
-from .devices import available_bytes
-LOGPROB_CHUNK_BYTES = 2**26 * 4 * 2  # evaluate.target_logprobs' float32 upcast and its logsumexp
+from .devices import autocast_dtype, available_bytes
+LOGPROB_CHUNK_BYTES = 2**26 * 4 * 2  # scoring.target_logprobs' float32 upcast and its logsumexp
 KINDS = ("keys", "logprobs", "train")
 
 
@@ -90,18 +90,19 @@ def act_bytes_for(amp: torch.dtype | None) -> int:
     return 4 if amp is None else 2
 
 
-def sized_window_batches(model: Any, tokens: Any, context_length: int, stride: int,
-                         batch_size: int, kind: str, device: torch.device,
-                         amp: torch.dtype | None, progress: bool = False, desc: str = "windows",
+def sized_window_batches(model: Any, tokens: Any, spec: WindowSpec, kind: str,
+                         device: torch.device, *, progress: bool = False, desc: str = "windows",
                          start_window: int = 0) -> tuple[Iterator, int]:
-    """(window_batches with the batch lowered to what memory holds, that batch size); the
-    arguments are checked with the batch asked for, before any sizing."""
+    """(window_batches with the spec's batch lowered to what memory holds, that batch size);
+    the arguments are checked with the batch asked for, before any sizing."""
     tokens = as_token_array(tokens)  # once: window_batches below reuses it without a copy
-    window_batches(tokens, context_length, stride, batch_size, start_window=start_window)
-    length = min(int(context_length), len(tokens))
-    fitted = fit_batch(batch_size, model, length, kind, device, act_bytes_for(amp))
-    batches = window_batches(tokens, context_length, stride, fitted, start_window=start_window)
-    total = plan_windows(len(tokens), context_length, stride).num_windows
+    ctx, stride = spec.context_length, spec.stride
+    window_batches(tokens, ctx, stride, spec.batch_size, start_window=start_window)
+    length = min(int(ctx), len(tokens))
+    amp = autocast_dtype(device, spec.dtype)
+    fitted = fit_batch(spec.batch_size, model, length, kind, device, act_bytes_for(amp))
+    batches = window_batches(tokens, ctx, stride, fitted, start_window=start_window)
+    total = plan_windows(len(tokens), ctx, stride).num_windows
     return _counted(batches, total, start_window, desc, progress), fitted
 
 

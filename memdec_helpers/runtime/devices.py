@@ -61,11 +61,16 @@ DEVICE_SHARE = 0.9  # of the free GPU memory a stage may plan to use
 HOST_SHARE = 0.5  # of the available host memory a CPU stage may plan to use
 
 
-def free_device_memory(device: torch.device) -> int:
-    """Bytes free on a CUDA device (0 elsewhere)."""
+def total_device_memory(device: torch.device) -> int:
+    """Bytes of memory a CUDA device has in all (0 elsewhere)."""
     if device.type != "cuda":
         return 0
-    return int(torch.cuda.mem_get_info(device)[0])
+    return int(torch.cuda.get_device_properties(device).total_memory)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name (e.g. 'Tesla T4'), or 'CPU'."""
+    return torch.cuda.get_device_properties(device).name if device.type == "cuda" else "CPU"
 
 
 def available_bytes(device: torch.device) -> int:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..core.windows import as_token_array, window_batches
+from ..core.windows import WindowSpec, as_token_array, window_batches
 from ..profiles import KEY_LAYERS
 from .batching import sized_window_batches
 from .devices import autocast, autocast_dtype
@@ -62,25 +62,23 @@ def capture_keys(model: Any, key_layer: str) -> Iterator[dict[str, torch.Tensor]
         handle.remove()
 
 
-def check_key_args(model: Any, tokens: np.ndarray, context_length: int, stride: int,
-                   key_layer: str, batch_size: int) -> None:
+def check_key_args(model: Any, tokens: np.ndarray, spec: WindowSpec, key_layer: str) -> None:
     """Every argument of a key extraction checked before any forward pass or file write."""
     key_module(model, key_layer)
-    check_context_fits(model, context_length)
+    check_context_fits(model, spec.context_length)
     check_token_range(model, tokens)
-    window_batches(tokens, context_length, stride, batch_size)  # validates the window knobs
+    window_batches(tokens, spec.context_length, spec.stride, spec.batch_size)  # the window knobs
 
 
-def key_batches(model: Any, tokens: np.ndarray, context_length: int, stride: int,
-                key_layer: str, batch_size: int, device: Any = None, progress: bool = False,
-                start_window: int = 0, dtype: str = "auto"
+def key_batches(model: Any, tokens: np.ndarray, spec: WindowSpec, *, key_layer: str,
+                device: Any = None, progress: bool = False, start_window: int = 0
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """(positions [n], keys float16 [n, d], windows done) of the scored positions of each batch
     of windows (the batch lowered to what memory holds)."""
     device = run_device(model, device)
-    amp = autocast_dtype(device, dtype)
-    batches, _ = sized_window_batches(model, tokens, context_length, stride, batch_size, "keys",
-                                      device, amp, progress, "keys", start_window)
+    amp = autocast_dtype(device, spec.dtype)
+    batches, _ = sized_window_batches(model, tokens, spec, "keys", device, progress=progress,
+                                      desc="keys", start_window=start_window)
     body = backbone(model)  # no LM head: the keys do not need the [b, L, V] logits
     done = start_window
     with capture_keys(model, key_layer) as box:
@@ -94,17 +92,26 @@ def key_batches(model: Any, tokens: np.ndarray, context_length: int, stride: int
             yield positions[scored].numpy(), keys.cpu().numpy(), done
 
 
-def extract_keys(model: Any, token_ids: Any, context_length: int, stride: int,
-                 key_layer: str = "mlp_input", batch_size: int = 32, device: Any = None,
-                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def keys_of(model: Any, token_ids: Any, spec: WindowSpec, *, key_layer: str = "mlp_input",
+            device: Any = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """In memory: keys float16 [N-1, d] (hidden state at position i), vals int32 [N-1] = token[i+1]."""
     tokens = as_token_array(token_ids)
-    check_key_args(model, tokens, context_length, stride, key_layer, batch_size)
+    check_key_args(model, tokens, spec, key_layer)
     keys = np.empty((len(tokens) - 1, key_dim(model)), dtype=np.float16)  # [N-1, d]
-    for positions, batch_keys, _ in key_batches(model, tokens, context_length, stride, key_layer,
-                                                batch_size, device, progress):
+    for positions, batch_keys, _ in key_batches(model, tokens, spec, key_layer=key_layer,
+                                                device=device, progress=progress):
         keys[positions] = batch_keys
     return keys, tokens[1:].astype(np.int32)
+
+
+def extract_keys(model: Any, token_ids: Any, context_length: int, stride: int,
+                 key_layer: str = "mlp_input", batch_size: int = 32, device: Any = None, *,
+                 dtype: str = "auto", progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """In memory: keys float16 [N-1, d] (hidden state at position i), vals int32 [N-1] =
+    token[i+1], with sliding windows as in `token_logprobs` (the course's public signature;
+    `keys_of` takes a WindowSpec)."""
+    spec = WindowSpec(context_length, stride, batch_size, dtype)
+    return keys_of(model, token_ids, spec, key_layer=key_layer, device=device, progress=progress)
 
 
 def key_dim(model: Any) -> int:

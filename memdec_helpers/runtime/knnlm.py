@@ -3,8 +3,8 @@ needs the base model's key for its position, a nearest-neighbour search and a kN
 
     p(y | x) = α · p_kNN(y | x) + (1 − α) · p_LM(y | x)
 
-(α is the paper's λ for kNN-LM.) The distribution math itself lives in `knn`; the search in
-`index`; decoding reuses `generate`'s loop, checks and KV cache.
+(α is the paper's λ for kNN-LM.) The distribution math itself lives in core/knn.py; the search
+in runtime/search.py; decoding reuses `generate`'s loop, checks and KV cache.
 """
 from __future__ import annotations
 
@@ -20,28 +20,42 @@ from .keys import capture_keys
 from .search import search
 
 
-def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarray,
-                    next_tokens: np.ndarray, temperatures: Sequence[float], k: int,
-                    progress: bool = False, batch_size: int = 4096) -> dict[float, np.ndarray]:
-    """temperature -> per-token log p_kNN(next token) [Q]; one search per query batch serves
-    every temperature, and only a batch's [b, k] neighbours are ever held in memory."""
-    temperatures = [float(t) for t in temperatures]
-    if not temperatures or not min(temperatures) > 0:
-        raise ValueError(f"temperatures={temperatures}: give at least one, all > 0")
+def knn_lm_grid(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarray,
+                next_tokens: np.ndarray, *, grid: Sequence[tuple[int, float]],
+                progress: bool = False, batch_size: int = 4096) -> np.ndarray:
+    """log p_kNN(next token) [len(grid), Q] for every (k, tau) of `grid`: one search per query
+    batch with the largest k serves them all (the first k columns of a search are the k nearest,
+    every tau re-weights the same distances); only a batch's neighbours are held in memory."""
+    grid = [(int(k), float(t)) for k, t in grid]
+    if not grid or min(t for _, t in grid) <= 0 or min(k for k, _ in grid) < 1:
+        raise ValueError(f"grid={grid}: give at least one (k, tau), every k >= 1 and tau > 0")
     next_tokens = np.asarray(next_tokens)
     if len(query_keys) == 0 or len(query_keys) != len(next_tokens):
         raise ValueError(f"query_keys ({len(query_keys)}) and next_tokens ({len(next_tokens)}) "
                          "must be non-empty and have one entry per query")
-    vals = np.asarray(datastore_vals)
-    out = {t: np.empty(len(next_tokens), dtype=np.float32) for t in temperatures}
+    vals, widest = np.asarray(datastore_vals), max(k for k, _ in grid)
+    out = np.empty((len(grid), len(next_tokens)), dtype=np.float32)  # [G, Q]
     for lo in progress_bar(range(0, len(next_tokens), batch_size), desc="kNN-LM",
                            disable=not progress):
         hi = min(lo + batch_size, len(next_tokens))
-        distances, indices = search(index, query_keys[lo:hi], k)  # [b, k]
-        tokens = vals[indices]  # [b, k]
-        for t in temperatures:
-            out[t][lo:hi] = knn_token_logprobs(distances, tokens, next_tokens[lo:hi], t)
+        distances, rows = search(index, query_keys[lo:hi], widest)  # [b, K], nearest first
+        tokens = vals[rows]  # [b, K]
+        for g, (k, t) in enumerate(grid):
+            out[g, lo:hi] = knn_token_logprobs(distances[:, :k], tokens[:, :k], next_tokens[lo:hi], t)
     return out
+
+
+def knn_lm_logprobs(index: Any, datastore_vals: np.ndarray, query_keys: np.ndarray,
+                    next_tokens: np.ndarray, *, temperatures: Sequence[float], k: int,
+                    progress: bool = False, batch_size: int = 4096) -> dict[float, np.ndarray]:
+    """temperature -> per-token log p_kNN(next token) [Q] for one k (knn_lm_grid's one k)."""
+    temperatures = [float(t) for t in temperatures]
+    if not temperatures or not min(temperatures) > 0:
+        raise ValueError(f"temperatures={temperatures}: give at least one, all > 0")
+    scores = knn_lm_grid(index, datastore_vals, query_keys, next_tokens,
+                         grid=[(k, t) for t in temperatures], progress=progress,
+                         batch_size=batch_size)
+    return dict(zip(temperatures, scores))
 
 
 def knn_next_logprobs(keys: torch.Tensor, index: Any, vals: np.ndarray, k: int,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..progress import no_transformers_bars
 from .devices import resolve_device
 from .hub import from_hub
 
@@ -60,13 +61,12 @@ def load_base_model(profile: Any, which: int = 0, device: str | None = None) -> 
     clear error that suggests the `tiny` profile). The model's id (`model_id`) names it, its
     revision and its weights, so a new revision or retrained weights never reuse a cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # no "Loading weights" bars in every notebook
     name = base_model_name(profile, which)
     revision = {"revision": profile.base_model_revision} if profile.base_model_revision else {}
-    model = _pretrained(AutoModelForCausalLM, name, f"base model {name!r}",
-                        dtype=torch.float32, **revision)
+    with no_transformers_bars():  # no "Loading weights" bar in every notebook
+        model = _pretrained(AutoModelForCausalLM, name, f"base model {name!r}",
+                            dtype=torch.float32, **revision)
     tokenizer = _pretrained(AutoTokenizer, name, f"tokenizer of {name!r}", **revision)
     tag = f"@{profile.base_model_revision}" if profile.base_model_revision else ""
     model.config._name_or_path = f"{name}{tag}@{weights_fingerprint(model)}"  # see model_id

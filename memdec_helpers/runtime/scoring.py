@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..core.loss import sparse_kl
-from ..core.windows import as_token_array
+from ..core.windows import WindowSpec, as_token_array
 from .batching import sized_window_batches
 from .devices import autocast, autocast_dtype
 from .models import check_context_fits, check_finite, check_token_range, model_id, run_device
@@ -33,17 +33,17 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 @torch.inference_mode()
-def token_logprobs(model: Any, token_ids: Any, context_length: int, stride: int,
-                   batch_size: int = 32, device: str | torch.device | None = None,
-                   progress: bool = False, dtype: str = "auto") -> np.ndarray:
-    """float32 [N-1]: entry i = log p(token[i+1] | up to `context_length` preceding tokens)."""
+def score_tokens(model: Any, token_ids: Any, spec: WindowSpec, *,
+                 device: str | torch.device | None = None, progress: bool = False) -> np.ndarray:
+    """float32 [N-1]: entry i = log p(token[i+1] | up to `spec.context_length` preceding tokens),
+    each token scored once by the spec's sliding windows."""
     tokens = as_token_array(token_ids)
-    check_context_fits(model, context_length)
+    check_context_fits(model, spec.context_length)
     check_token_range(model, tokens)
     device = run_device(model, device)
-    amp = autocast_dtype(device, dtype)
-    batches, _ = sized_window_batches(model, tokens, context_length, stride, batch_size,
-                                      "logprobs", device, amp, progress, "log-probs")
+    amp = autocast_dtype(device, spec.dtype)
+    batches, _ = sized_window_batches(model, tokens, spec, "logprobs", device, progress=progress,
+                                      desc="log-probs")
     out = np.empty(len(tokens) - 1, dtype=np.float32)  # [N-1]
     for ids, scored, positions in batches:
         ids = ids.to(device)  # [b, L]
@@ -57,16 +57,24 @@ def token_logprobs(model: Any, token_ids: Any, context_length: int, stride: int,
     return out
 
 
+def token_logprobs(model: Any, token_ids: Any, context_length: int, stride: int,
+                   batch_size: int = 32, device: str | torch.device | None = None, *,
+                   progress: bool = False, dtype: str = "auto") -> np.ndarray:
+    """float32 [N-1]: entry i = log p(token[i+1] | up to `context_length` preceding tokens),
+    each token scored exactly once with sliding windows of `context_length` advancing by
+    `stride` (the course's public signature; `score_tokens` takes a WindowSpec)."""
+    spec = WindowSpec(context_length, stride, batch_size, dtype)
+    return score_tokens(model, token_ids, spec, device=device, progress=progress)
+
+
 @torch.inference_mode()
-def validation_kl(model: Any, token_ids: np.ndarray, targets: Any, context_length: int,
-                  stride: int, batch_size: int = 32) -> float:
+def validation_kl(model: Any, token_ids: np.ndarray, targets: Any, spec: WindowSpec) -> float:
     """Mean KL(p_kNN ‖ p_Mem) over positions 0..N-2, each scored once with the same sliding
-    windows as token_logprobs and the keys (targets row i = position i)."""
+    windows as score_tokens and the keys (targets row i = position i)."""
     device = next(model.parameters()).device
-    amp = autocast_dtype(device)
+    amp = autocast_dtype(device, spec.dtype)
     total, count = 0.0, 0
-    batches, _ = sized_window_batches(model, np.asarray(token_ids), context_length, stride,
-                                      batch_size, "logprobs", device, amp)
+    batches, _ = sized_window_batches(model, np.asarray(token_ids), spec, "logprobs", device)
     for ids, scored, positions in batches:
         with autocast(device, amp):
             logits = model(ids.to(device), use_cache=False).logits[:, :-1]  # [b, L-1, V]

@@ -16,16 +16,16 @@ import numpy as np
 import torch  # noqa: F401  before faiss: loaded after faiss's OpenMP, torch and faiss
 import faiss  # interleaved (kNN-LM decoding) ran 2x slower on 2 cores (benchmarks/speed.py)
 
-from ..core.search import TorchFlatIndex
+from ..core.search import TorchFlatIndex, key_bytes
 from ..profiles import Profile
 from ..progress import progress_bar
-from .devices import free_device_memory, resolve_device
+from .devices import resolve_device, total_device_memory
 ADD_CHUNK = 65_536  # keys converted to float32 and added per step (bounded memory)
 MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
 PQ_CENTROIDS = 256  # 8-bit sub-quantizers: 256 codewords each, need >= 256 training keys
 
 
-GPU_KEYS_SHARE = 0.5  # search_device auto: the fp16 keys may take this share of free GPU memory
+GPU_KEYS_SHARE = 0.5  # search_device auto: the fp16 keys may take this share of the GPU's memory
 
 
 def as_faiss(index: Any) -> Any:
@@ -121,14 +121,22 @@ def add_keys(index: Any, keys: np.ndarray, progress: bool) -> None:
         index.add(np.ascontiguousarray(keys[start:start + ADD_CHUNK], dtype=np.float32))
 
 
+def exact_search_fits(n: float, d: int, device_memory: float) -> bool:
+    """Whether `n` fp16 keys of size `d` fit exact search on a device of `device_memory` bytes
+    (GPU_KEYS_SHARE of it): the rule of `search_device: auto`, shared with the planner."""
+    return key_bytes(n, d) <= GPU_KEYS_SHARE * device_memory
+
+
 def search_device(profile: Profile, n: int, d: int) -> torch.device | None:
     """Where exact torch search runs, or None for faiss on the CPU: `search_device` cuda, or
-    auto with CUDA and fp16 keys within GPU_KEYS_SHARE of the free GPU memory."""
+    auto with CUDA and fp16 keys within GPU_KEYS_SHARE of the GPU's *total* memory. Decided
+    from what the machine is, not from the moment's free memory, so two processes (or two
+    lessons) always choose alike and a search's identity never flips."""
     choice = profile.search_device
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return None
     device = resolve_device("cuda")
-    if choice == "auto" and n * (2 * d + 4) > GPU_KEYS_SHARE * free_device_memory(device):
+    if choice == "auto" and not exact_search_fits(n, d, total_device_memory(device)):
         return None
     return device
 

@@ -22,6 +22,7 @@ from .store import (atomic_save_npy, clear_stage, read_manifest, stage_dir,
 from ..profiles import Profile
 from ..progress import progress_bar
 from ..runtime.models import load_tokenizer
+from .recipes import Recipe, corpus_recipe
 from .sources import SPLITS, Document, files_fingerprint, open_source
 
 TOKENIZE_BATCH = 64  # documents per tokenizer call
@@ -168,6 +169,7 @@ class _TokenBuffer:
 # --- the cached corpus stage ----------------------------------------------------------------
 
 def corpus_config(profile: Profile, which: str) -> dict[str, Any]:
+    """The knobs the corpus is read and split by (its identity is recipes.corpus_recipe)."""
     source = profile.domain_corpus if which == "domain" else profile.general_corpus
     knobs = profile.subset("validation_fraction", "test_fraction", "split_seed", "tokenizer")
     caps = profile.subset("max_train_tokens", "max_eval_tokens")
@@ -183,14 +185,16 @@ def load_corpus(profile: Profile, which: str = "domain",
     at a time, and every source is checked and tokenized before the cache is touched."""
     if which not in ("domain", "general"):
         raise ValueError(f"which={which!r}: use 'domain' or 'general'")
-    with stage_lock(stage_dir(profile, f"corpus-{which}")):
-        return _load_or_build(profile, which, progress)
+    recipe = corpus_recipe(profile, which)
+    with stage_lock(stage_dir(profile, recipe.folder)):
+        return _load_or_build(profile, which, recipe, progress)
 
 
-def _load_or_build(profile: Profile, which: str, progress: bool) -> dict[str, np.ndarray]:
+def _load_or_build(profile: Profile, which: str, recipe: Recipe,
+                   progress: bool) -> dict[str, np.ndarray]:
     config = corpus_config(profile, which)
-    directory = stage_dir(profile, f"corpus-{which}")
-    if stage_is_current(directory, config):
+    directory = stage_dir(profile, recipe.folder)
+    if stage_is_current(directory, recipe.config()):
         return {s: np.load(directory / f"{s}.npy") for s in SPLITS}
     streams, counts = split_streams(config)
     tokenized = _tokenize_splits(profile, streams, _caps(config), progress, config["source"])
@@ -201,7 +205,7 @@ def _load_or_build(profile: Profile, which: str, progress: bool) -> dict[str, np
     for split, ids in tokens.items():
         atomic_save_npy(directory / f"{split}.npy", ids)
     write_manifest(
-        directory, config,
+        directory, recipe.config(),
         documents={s: names for s, (_, names) in tokenized.items()},
         documents_in_split=counts,
         tokens={s: int(len(t)) for s, t in tokens.items()},
@@ -214,7 +218,7 @@ def split_documents_used(profile: Profile, which: str = "domain") -> dict[str, l
     """split -> names of the documents its token stream holds (in order; the last one may be
     cut by the cap), from the corpus stage's manifest (built first if needed)."""
     load_corpus(profile, which, progress=False)
-    return read_manifest(stage_dir(profile, f"corpus-{which}"))["documents"]
+    return read_manifest(stage_dir(profile, corpus_recipe(profile, which).folder))["documents"]
 
 
 def split_streams(config: dict[str, Any]

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.windows import as_token_array, tokens_hash
+from ..core.windows import WindowSpec, as_token_array, tokens_hash
 from ..profiles import Profile
 from ..runtime.keys import check_key_args, key_batches, key_dim
-from .store import (PROGRESS, atomic_write_json, open_memmap, read_manifest, resume_point,
-                    stage_dir, stage_is_current, stage_lock, write_manifest)
+from .recipes import Recipe, window_knobs
+from .store import open_memmap, read_manifest, stage_dir, stage_is_current, stage_lock
+from .writer import StreamedWriter
 
 
 @dataclass
@@ -34,6 +35,11 @@ class Datastore:
     @property
     def dim(self) -> int:
         return self.keys.shape[1]
+
+    @property
+    def key(self) -> str:
+        """The datastore's recipe key (what the stages built from it record)."""
+        return self.manifest["config_hash"]
 
 
 def load_datastore(path: str | Path) -> Datastore:
@@ -62,60 +68,40 @@ def check_datastore_matches(datastore: Datastore, model_id: str, key_dim: int) -
 KEYS, VALS = "keys.f16", "vals.i32"
 
 
-def _part(name: str) -> str:
-    return f".{name}.part"
+def datastore_recipe_of(profile: Profile, tokens: np.ndarray, model_id: str,
+                        label: str = "datastore") -> Recipe:
+    """A datastore's recipe from the content of its inputs, for a direct call (the pipeline
+    names the same stage by the profile alone: recipes.datastore_recipe)."""
+    return Recipe("datastore", label, {**profile.subset("key_layer"), **window_knobs(profile)},
+                  {"model": model_id, "tokens": tokens_hash(tokens)})
 
 
-def datastore_config(profile: Profile, tokens: np.ndarray, model_id: str) -> dict[str, Any]:
-    """Everything the datastore's bytes depend on: the model, the tokens and the window knobs."""
-    return {"model_id": model_id, "tokens": tokens_hash(tokens), "n_tokens": int(len(tokens)),
-            **profile.subset("key_layer", "context_length", "stride", "dtype")}
-
-
-def build_datastore(profile: Profile, model: Any, token_ids: Any, model_id: str,
-                    progress: bool = True, stage: str = "datastore") -> Datastore:
-    """Stream keys/values of `token_ids` into memmaps under `stage`; reused when its manifest
-    matches; an interrupted build continues from its last finished batch on the next call.
-    One process builds at a time: another one waits, then reuses the result."""
+def build_datastore(profile: Profile, model: Any, token_ids: Any, model_id: str, *,
+                    progress: bool = True, stage: str = "datastore",
+                    recipe: Recipe | None = None) -> Datastore:
+    """Stream keys/values of `token_ids` into memmaps in the folder of `recipe` (default: one
+    named `stage` and keyed on the model id and the tokens); reused when its manifest matches;
+    an interrupted build continues from its last finished batch on the next call. One process
+    builds at a time: another one waits, then reuses the result."""
     tokens = as_token_array(token_ids)
-    check_key_args(model, tokens, profile.context_length, profile.stride, profile.key_layer,
-                   profile.batch_size)
-    config = datastore_config(profile, tokens, model_id)
-    directory = stage_dir(profile, stage)
+    spec = WindowSpec.of(profile)
+    check_key_args(model, tokens, spec, profile.key_layer)
+    recipe = recipe or datastore_recipe_of(profile, tokens, model_id, stage)
+    directory = stage_dir(profile, recipe.folder)
     with stage_lock(directory):
-        if stage_is_current(directory, config):
+        if stage_is_current(directory, recipe.config()):
             return load_datastore(directory)
         n, d = len(tokens) - 1, key_dim(model)
-        parts = {_part(KEYS): n * d * 2, _part(VALS): n * 4}
-        done = resume_point(directory, {"config": config}, parts, "windows_done")
-        _write_keys(directory, config, model, tokens, profile, done, progress)
-        _finish(directory, config, n, d, model_id, profile)
+        writer = StreamedWriter(directory, recipe.config(),
+                                {KEYS: (np.float16, (n, d)), VALS: (np.int32, (n,))}, "windows_done")
+        done = writer.start()
+        writer[VALS][:] = tokens[1:]
+        for positions, batch_keys, done in key_batches(model, tokens, spec,
+                                                       key_layer=profile.key_layer,
+                                                       progress=progress, start_window=done):
+            writer[KEYS][positions] = batch_keys  # [n, d]
+            writer.commit(done)
+        writer.finish(n=n, dim=d, dtype="float16", model_id=model_id, key_layer=profile.key_layer,
+                      context_length=profile.context_length, stride=profile.stride,
+                      tokens=tokens_hash(tokens))
         return load_datastore(directory)
-
-
-def _write_keys(directory: Path, config: dict, model: Any, tokens: np.ndarray, profile: Profile,
-                done: int, progress: bool) -> None:
-    """Fill the .part memmaps window batch by window batch, from window `done` on."""
-    mode = "r+" if done else "w+"
-    keys = open_memmap(directory / _part(KEYS), np.float16, (len(tokens) - 1, key_dim(model)), mode)
-    vals = open_memmap(directory / _part(VALS), np.int32, (len(tokens) - 1,), mode)
-    vals[:] = tokens[1:]
-    vals.flush()
-    batches = key_batches(model, tokens, profile.context_length, profile.stride,
-                          profile.key_layer, profile.batch_size, None, progress, done,
-                          profile.dtype)
-    for positions, batch_keys, done in batches:
-        keys[positions] = batch_keys  # [n, d]
-        keys.flush()  # bytes on disk before the progress file says so
-        atomic_write_json(directory / PROGRESS, {"config": config, "windows_done": done})
-    del keys, vals
-
-
-def _finish(directory: Path, config: dict, n: int, d: int, model_id: str, profile: Profile) -> None:
-    """Rename the complete files into place, drop the progress file, write the manifest last."""
-    (directory / _part(KEYS)).rename(directory / KEYS)
-    (directory / _part(VALS)).rename(directory / VALS)
-    (directory / PROGRESS).unlink(missing_ok=True)
-    write_manifest(directory, config, n=n, dim=d, dtype="float16", model_id=model_id,
-                   key_layer=profile.key_layer, context_length=profile.context_length,
-                   stride=profile.stride, tokens=config["tokens"])

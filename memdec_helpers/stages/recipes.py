@@ -13,6 +13,7 @@ modification times; a hub model or data set by its name and revision.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -38,8 +39,9 @@ class Recipe:
     upstream: dict[str, str] = field(default_factory=dict)  # name -> key of a stage or input
 
     def config(self) -> dict[str, Any]:
-        """What the stage's manifest records (its hash is the key)."""
-        return {"stage": self.stage, "knobs": self.knobs, "upstream": self.upstream}
+        """What the stage's manifest records (its hash is the key), as JSON reads it back."""
+        return json.loads(json.dumps({"stage": self.stage, "knobs": self.knobs,
+                                      "upstream": self.upstream}, sort_keys=True))
 
     @cached_property
     def key(self) -> str:

@@ -3,7 +3,7 @@
 be cut from without another search."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,13 @@ from ..core.targets import drop_self, sparse_targets
 from ..profiles import Profile
 from ..progress import progress_bar
 from ..runtime.search import search
-from .index import index_identity
-from .store import (PROGRESS, atomic_write_json, check_stage_name, clear_stage, open_memmap,
-                    read_manifest, resume_point, stage_dir, stage_is_current, stage_lock,
-                    write_manifest)
+from .index import index_identity, searched_with
+from .recipes import Recipe, neighbours_recipe, targets_recipe
+from .store import (check_stage_name, open_memmap, read_manifest, stage_dir, stage_is_current,
+                    stage_lock)
+from .writer import StreamedWriter
+
 CHUNK = 8192  # queries searched and written per step (a resume restarts at a chunk boundary)
-
-
-FILES = ("ids.i32", "probs.f16", "mass.f16")
 
 
 @dataclass
@@ -55,15 +54,18 @@ def mean_retained_mass(targets: Targets) -> float:
     return float(np.mean(targets.mass, dtype=np.float64))
 
 
-def build_targets(profile: Profile, datastore: Any, index: Any, progress: bool = True,
-                  stage: str = "targets", neighbours: Neighbours | None = None) -> Targets:
-    """Targets for every datastore position (self excluded by position); resumable; cached.
-    With `neighbours` (a search of every position with more than k + 1 neighbours, see
-    build_neighbours) no search is run: any k, τ and m is a slice and a re-weighting of it."""
-    config = {"datastore": datastore.manifest["config_hash"], "index": index_identity(index),
-              **profile.subset("k", "knn_temperature", "target_top_m")}
-    return _build(profile, stage, config, datastore.keys, index, datastore.vals, True, progress,
-                  neighbours)
+def build_targets(profile: Profile, datastore: Any, index: Any, *, progress: bool = True,
+                  stage: str = "targets", neighbours: Neighbours | None = None,
+                  recipe: Recipe | None = None) -> Targets:
+    """Targets for every datastore position (self excluded by position); resumable; cached in
+    the folder of `recipe` (default: the targets recipe of this datastore and index, labelled
+    `stage`). With `neighbours` (a search of every position with more than k + 1 neighbours,
+    see build_neighbours) no search is run: any k, τ and m is a slice and a re-weighting of it."""
+    if recipe is None:
+        recipe = replace(targets_recipe(profile, datastore.manifest["config_hash"],
+                                        index_identity(index)), label=stage)
+    return _build(profile, recipe, datastore.keys, index, datastore.vals, exclude_self=True,
+                  progress=progress, neighbours=neighbours)
 
 
 @dataclass
@@ -74,47 +76,54 @@ class Neighbours:
     rows: np.ndarray  # [N, K] int32
 
 
-def build_neighbours(profile: Profile, datastore: Any, index: Any, k: int,
+NEIGHBOUR_FILES = ("distances.f32", "rows.i32")
+
+
+def build_neighbours(profile: Profile, datastore: Any, index: Any, k: int, *,
                      progress: bool = True, stage: str | None = None) -> Neighbours:
-    """Search every datastore position once for its `k` nearest rows (memmaps, cached): the
-    training targets of every smaller k and every τ come from it without another search."""
+    """Search every datastore position once for its `k` nearest rows (memmaps, cached, resumable
+    after a kill): the training targets of every smaller k and every τ come from it without
+    another search."""
     n = len(datastore.vals)
     if not 1 <= k <= n:
         raise ValueError(f"k={k} neighbours must be in [1, {n}] (the datastore's size)")
-    config = {"datastore": datastore.manifest["config_hash"], "index": index_identity(index), "k": k}
-    directory = stage_dir(profile, stage or f"neighbours-k{k}")
+    recipe = neighbours_recipe(datastore.manifest["config_hash"], index_identity(index), k)
+    directory = stage_dir(profile, replace(recipe, label=stage or recipe.label).folder)
     with stage_lock(directory):
-        if not stage_is_current(directory, config):
-            clear_stage(directory)
-            distances = open_memmap(directory / ".distances.f32.part", np.float32, (n, k), "w+")
-            rows = open_memmap(directory / ".rows.i32.part", np.int32, (n, k), "w+")
-            for lo in progress_bar(range(0, n, CHUNK), desc="neighbours", disable=not progress):
+        if not stage_is_current(directory, recipe.config()):
+            writer = StreamedWriter(directory, recipe.config(),
+                                    {"distances.f32": (np.float32, (n, k)),
+                                     "rows.i32": (np.int32, (n, k))}, "rows_done", {"chunk": CHUNK})
+            done = writer.start()
+            for lo in progress_bar(range(done, n, CHUNK), desc="neighbours", disable=not progress,
+                                   initial=done // CHUNK, total=-(-n // CHUNK)):
                 hi = min(lo + CHUNK, n)
-                distances[lo:hi], rows[lo:hi] = search(index, datastore.keys[lo:hi], k)  # [b, k]
-            distances.flush(), rows.flush()
-            del distances, rows
-            for name in ("distances.f32", "rows.i32"):
-                (directory / f".{name}.part").rename(directory / name)
-            write_manifest(directory, config, n=n, k=k)
+                d, rows = search(index, datastore.keys[lo:hi], k)  # [b, k]
+                writer["distances.f32"][lo:hi], writer["rows.i32"][lo:hi] = d, rows
+                writer.commit(hi)
+            writer.finish(n=n, k=k, searched_with=searched_with(index))
         return Neighbours(open_memmap(directory / "distances.f32", np.float32, (n, k)),
                           open_memmap(directory / "rows.i32", np.int32, (n, k)))
 
 
 def build_eval_targets(profile: Profile, index: Any, datastore_vals: Any, query_keys: np.ndarray,
-                       name: str, progress: bool = False) -> Targets:
+                       *, name: str, progress: bool = False,
+                       recipe: Recipe | None = None) -> Targets:
     """Targets for held-out queries (e.g. validation keys), to measure KL(p_kNN || p_Mem) there.
 
     No self-exclusion: the queries are not datastore positions. `datastore_vals` is the
-    datastore (identified by its manifest hash) or its vals array (identified by content);
-    the result is cached in the stage `targets-<name>`."""
+    datastore (identified by its recipe key) or its vals array (identified by content); without
+    a `recipe` the queries are identified by content and the stage is labelled `targets-<name>`."""
     check_stage_name(name, "name")
     vals = getattr(datastore_vals, "vals", datastore_vals)
-    manifest = getattr(datastore_vals, "manifest", None)
-    identity = manifest["config_hash"] if manifest else array_hash(np.asarray(vals))
-    config = {"datastore": identity, "index": index_identity(index),
-              "queries": array_hash(np.asarray(query_keys)),
-              **profile.subset("k", "knn_temperature", "target_top_m")}
-    return _build(profile, f"targets-{name}", config, query_keys, index, vals, False, progress)
+    if recipe is None:
+        manifest = getattr(datastore_vals, "manifest", None)
+        identity = manifest["config_hash"] if manifest else array_hash(np.asarray(vals))
+        recipe = Recipe("targets", f"targets-{name}",
+                        profile.subset("k", "knn_temperature", "target_top_m"),
+                        {"datastore": identity, "search": index_identity(index),
+                         "queries": array_hash(np.asarray(query_keys))})
+    return _build(profile, recipe, query_keys, index, vals, exclude_self=False, progress=progress)
 
 
 def _check_build_args(profile: Profile, queries: Any, index: Any, vals: Any,
@@ -134,10 +143,9 @@ def _check_build_args(profile: Profile, queries: Any, index: Any, vals: Any,
                          f"use k <= {index.ntotal - int(exclude_self)}")
 
 
-def _build(profile: Profile, stage: str, config: dict, queries: np.ndarray, index: Any,
-           vals: np.ndarray, exclude_self: bool, progress: bool,
-           neighbours: Neighbours | None = None) -> Targets:
-    """Check, then (one process at a time) reuse or build the targets of `stage`."""
+def _build(profile: Profile, recipe: Recipe, queries: np.ndarray, index: Any, vals: np.ndarray, *,
+           exclude_self: bool, progress: bool, neighbours: Neighbours | None = None) -> Targets:
+    """Check, then (one process at a time) reuse or build the targets of `recipe`."""
     _check_build_args(profile, queries, index, vals, exclude_self)
     wanted = profile.k + int(exclude_self)
     if neighbours is not None and (neighbours.rows.shape != (len(queries), neighbours.rows.shape[1])
@@ -152,41 +160,34 @@ def _build(profile: Profile, stage: str, config: dict, queries: np.ndarray, inde
         return (np.asarray(neighbours.distances[lo:hi, :wanted]),
                 np.asarray(neighbours.rows[lo:hi, :wanted], dtype=np.int64))
 
-    directory = stage_dir(profile, stage)
+    directory = stage_dir(profile, recipe.folder)
     with stage_lock(directory):
-        if not stage_is_current(directory, config):
-            _write_targets(profile, directory, config, nearest, len(queries), np.asarray(vals),
-                           exclude_self, progress)
+        if not stage_is_current(directory, recipe.config()):
+            _write_targets(profile, directory, recipe.config(), nearest, n=len(queries),
+                           vals=np.asarray(vals), exclude_self=exclude_self, progress=progress,
+                           how=searched_with(index))
         return load_targets(directory)
 
 
-def _write_targets(profile: Profile, directory: Path, config: dict, nearest: Any, n: int,
-                   vals: np.ndarray, exclude_self: bool, progress: bool) -> None:
-    """Search (`nearest(lo, hi)`), truncate and write the targets chunk by chunk into .part
-    memmaps; a progress file after every chunk makes a killed build resume; rename and
-    manifest at the end."""
+def _write_targets(profile: Profile, directory: Path, config: dict, nearest: Any, *, n: int,
+                   vals: np.ndarray, exclude_self: bool, progress: bool, how: str) -> None:
+    """Search (`nearest(lo, hi)`), truncate and write the targets chunk by chunk with the
+    streamed writer (a killed build resumes at its last chunk)."""
     m = profile.target_top_m
-    parts = {f".{name}.part": size for name, size in zip(FILES, (n * m * 4, n * m * 2, n * 2))}
-    done = resume_point(directory, {"config": config, "chunk": CHUNK}, parts, "rows_done")
-    mode = "r+" if done else "w+"
-    ids = open_memmap(directory / ".ids.i32.part", np.int32, (n, m), mode)
-    probs = open_memmap(directory / ".probs.f16.part", np.float16, (n, m), mode)
-    mass = open_memmap(directory / ".mass.f16.part", np.float16, (n,), mode)
+    writer = StreamedWriter(directory, config, {"ids.i32": (np.int32, (n, m)),
+                                                "probs.f16": (np.float16, (n, m)),
+                                                "mass.f16": (np.float16, (n,))},
+                            "rows_done", {"chunk": CHUNK})
+    done = writer.start()
     for lo in progress_bar(range(done, n, CHUNK), desc="targets", disable=not progress,
                            initial=done // CHUNK, total=-(-n // CHUNK)):
         hi = min(lo + CHUNK, n)
         distances, indices = nearest(lo, hi)  # [b, k(+1)]
         if exclude_self:
             distances, indices = drop_self(distances, indices, np.arange(lo, hi))  # [b, k]
-        ids[lo:hi], probs[lo:hi], mass[lo:hi] = sparse_targets(
-            distances, vals[indices], profile.knn_temperature, m)
-        for array in (ids, probs, mass):
-            array.flush()
-        atomic_write_json(directory / PROGRESS,
-                          {"config": config, "rows_done": hi, "chunk": CHUNK, "n": n, "m": m})
-    retained = float(np.mean(mass, dtype=np.float64))
-    del ids, probs, mass
-    for name in FILES:
-        (directory / f".{name}.part").rename(directory / name)
-    (directory / PROGRESS).unlink(missing_ok=True)
-    write_manifest(directory, config, n=n, m=m, mean_retained_mass=retained)
+        (writer["ids.i32"][lo:hi], writer["probs.f16"][lo:hi],
+         writer["mass.f16"][lo:hi]) = sparse_targets(distances, vals[indices],
+                                                     profile.knn_temperature, m)
+        writer.commit(hi)
+    retained = float(np.mean(writer["mass.f16"], dtype=np.float64))
+    writer.finish(n=n, m=m, mean_retained_mass=retained, searched_with=how)

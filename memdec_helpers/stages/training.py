@@ -14,7 +14,7 @@ import shutil
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,13 +22,13 @@ from safetensors import SafetensorError
 
 from ..core.hashing import config_hash
 from ..core.mixing import mix_logprobs, perplexity
-from ..core.windows import tokens_hash
+from ..core.windows import WindowSpec, tokens_hash
 from ..profiles import Profile
-from ..progress import progress_bar
+from ..progress import no_transformers_bars, progress_bar
 from ..runtime.devices import autocast_dtype, resolve_device, seed_everything
 from ..runtime.distributed import barrier, check_batch_split, data_parallel, local_device, world
 from ..runtime.models import check_context_fits, weights_fingerprint
-from ..runtime.scoring import token_logprobs, validation_kl
+from ..runtime.scoring import score_tokens, validation_kl
 from ..runtime.training import (TrainState, _train_step, lr_factor, make_optimizer,
                                 micro_batch_size, sequence_starts)
 from .store import atomic_write_json, read_manifest, stage_lock, write_manifest
@@ -92,19 +92,22 @@ def _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets
                          f"[N-1] = [{len(val_tokens) - 1}] (token_logprobs of the base model)")
 
 
-def train_memory_decoder(profile: Profile, model: Any, train_tokens: np.ndarray, targets: Any,
-                         out_dir: str | Path, *, val_tokens: np.ndarray | None = None,
+def train_memory_decoder(profile: Profile, model: Any, train_tokens: np.ndarray, targets: Any, *,
+                         out_dir: str | Path, val_tokens: np.ndarray | None = None,
                          val_targets: Any = None, val_base_logprobs: np.ndarray | None = None,
                          resume: bool = True, progress: bool = True,
-                         callback: Callable[[dict], None] | None = None) -> tuple[Any, dict]:
+                         callback: Callable[[dict], None] | None = None,
+                         config: dict[str, Any] | None = None) -> tuple[Any, dict]:
     """Train `model` on the kNN targets (or reuse a finished run of the same config); returns
     (trained model in eval mode, history). `callback(step_record)` runs after every step.
-    One process trains a run folder at a time; another one waits, then reuses the result."""
+    `config` is the run's identity (default: its knobs, tokens, targets and starting weights;
+    the pipeline passes the run's recipe). One process trains a run folder at a time; another
+    one waits, then reuses the result."""
     train_tokens = np.asarray(train_tokens)
     val_tokens = None if val_tokens is None else np.asarray(val_tokens)
     _check_inputs(profile, model, train_tokens, targets, val_tokens, val_targets, val_base_logprobs)
     out_dir = Path(out_dir)
-    config = train_config(profile, model, train_tokens, targets)
+    config = config or train_config(profile, model, train_tokens, targets)
     rank, _ = world()
     check_batch_split(profile.train_batch_size)
     # data-parallel: rank 0 holds the run folder's lock; the others train beside it
@@ -173,33 +176,19 @@ def _evaluate(profile: Profile, model: Any, *, val_tokens: np.ndarray | None, va
     if val_tokens is None:
         return result
     model.eval()
-    mem = token_logprobs(model, val_tokens, profile.context_length, profile.stride, profile.batch_size)
+    spec = WindowSpec.of(profile)
+    mem = score_tokens(model, val_tokens, spec)
     result["val_ppl"] = perplexity(mem)
     if val_base_logprobs is not None:
         result["val_mix_ppl"] = perplexity(mix_logprobs(np.asarray(val_base_logprobs), mem, 0.5))
     if val_targets is not None:
-        result["val_kl"] = validation_kl(model, val_tokens, val_targets, profile.context_length,
-                                         profile.stride, profile.batch_size)
+        result["val_kl"] = validation_kl(model, val_tokens, val_targets, spec)
     model.train()
     return result
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No "Writing model shards" / "Loading weights" bars from every checkpoint save or load."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _save_model(model: Any, folder: Path) -> None:
-    with _quiet_transformers():
+    with no_transformers_bars():
         model.save_pretrained(folder)
 
 
@@ -207,7 +196,7 @@ def _saved_model(folder: Path) -> Any:
     """The model saved in `folder` (save_pretrained: safetensors, no pickle)."""
     from transformers import AutoModelForCausalLM
 
-    with _quiet_transformers():
+    with no_transformers_bars():
         return AutoModelForCausalLM.from_pretrained(folder)
 
 
@@ -307,6 +296,19 @@ def _reuse(out_dir: Path, model: Any) -> tuple[Any, dict]:
         model.load_state_dict(weights)
     except DAMAGED as err:
         raise ValueError(f"the trained Memory Decoder in {out_dir / 'model'} is damaged "
+                         f"({type(err).__name__}: {str(err)[:200]}); delete the folder {out_dir} "
+                         "to train it again") from None
+    return model.eval(), load_history(out_dir)
+
+
+def load_run(out_dir: str | Path) -> tuple[Any, dict]:
+    """A finished run's model (float32, eval mode; no base model needed) and its history; a
+    damaged saved model is a ValueError that says what to do."""
+    out_dir = Path(out_dir)
+    try:
+        model = _saved_model(out_dir / "model").float()
+    except DAMAGED as err:
+        raise ValueError(f"the trained model in {out_dir / 'model'} is damaged "
                          f"({type(err).__name__}: {str(err)[:200]}); delete the folder {out_dir} "
                          "to train it again") from None
     return model.eval(), load_history(out_dir)
