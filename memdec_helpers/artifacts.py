@@ -269,6 +269,15 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
     return data
 
 
+def full_digest(path: Path) -> str:
+    """sha256 of a whole file, read in 1 MiB blocks (whatever its size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def file_digest(path: Path) -> str | None:
     """sha256 of a file up to HASH_LIMIT bytes (read in 1 MiB blocks); None for larger files,
     which the manifest checks by size only (hashing 100 GB of keys on every load is not cheap)."""
