@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from .memdec import build_memory_decoder, check_same_vocabulary
 from .models import base_model_name, count_parameters, load_base_model, model_id, weights_fingerprint
 from .notebook import check_parameters
 from .plan import format_plan, make_plan, summary
-from .profiles import Profile, auto_choice, check_overrides, load_profile, parse_memdec_init
+from .profiles import (PROFILE_NAMES, Profile, auto_choice, check_overrides, is_yaml_path,
+                       load_profile, parse_memdec_init)
 from .progress import progress_bar, quiet_library_bars
 from .results import decoder_rows, results_table
 from .targets import Targets, build_eval_targets, build_neighbours, build_targets
@@ -42,6 +44,7 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
     otherwise run the default profile)."""
     check_parameters()
     notes: list[str] = []
+    renamed = _name_override(overrides)
     if isinstance(profile, Profile):
         check_overrides(overrides, "setup() overrides")
         profile = dataclasses.replace(profile, **overrides)
@@ -49,6 +52,8 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
         if profile == "auto":
             profile, notes = auto_choice()
         profile = load_profile(profile, **overrides)
+    if renamed is not None:
+        profile = dataclasses.replace(profile, name=renamed)
     seed_everything(profile.seed)
     quiet_library_bars()  # in a saved notebook (MEMDEC_PROGRESS=line/off): no library bars
     if verbose:
@@ -60,6 +65,16 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
               f"Python {platform.python_version()}; base models {list(profile.base_models)}")
         print(plan_summary(profile))
     return profile
+
+
+def _name_override(overrides: dict[str, Any]) -> str | None:
+    """The `name` knob taken out of setup's overrides (it renames the profile's artifacts
+    folder); a name that is a profile to load is a ValueError that says how to load it."""
+    name = overrides.pop("name", None)
+    if name is not None and (name in PROFILE_NAMES + ("auto",) or is_yaml_path(Path(str(name)))):
+        raise ValueError(f"setup(name={name!r}) renames the profile's artifacts folder; to load "
+                         f"the profile {name!r}, pass it first: P.setup({name!r})")
+    return name
 
 
 def plan_summary(profile: Profile) -> str:
