@@ -134,13 +134,15 @@ class Walk:
     duplicates: list[tuple[str, str]]  # (file, the file it is the same as): read once
 
 
-def walk_files(root: Path, max_depth: int | None = None, every_file: bool = False) -> Walk:
+def walk_files(root: Path, max_depth: int | None = None,
+               match: Callable[[str], bool] | None = None) -> Walk:
     """The visible .txt/.md/.jsonl files under `root`, sorted. Links to folders are never
     followed and a folder met twice (a bind mount) is entered once, so the walk is finite and
     bounded by the tree, whatever links it holds; links to files are followed, and a file met
     twice (a link to a file that is also there) is taken once, as itself rather than the link.
-    `max_depth`: levels of subfolders entered (None: all); `every_file`: whatever the suffix
-    (a glob's matches are checked by the caller)."""
+    `max_depth`: levels of subfolders entered (None: all); `match`: a glob's test of a name
+    relative to `root` (then files of any suffix that match are taken, and checked by the
+    caller; hidden names are reported only if they match)."""
     walk = Walk([], [], [], [])
     seen_dirs: set[tuple[int, int]] = set()
     found: list[tuple[bool, str, Path]] = []  # (is a link, name, path)
@@ -154,14 +156,14 @@ def walk_files(root: Path, max_depth: int | None = None, every_file: bool = Fals
         subfolders = []
         for entry in sorted(_entries(folder), key=lambda e: e.name):
             rel = relative_name(Path(entry.path), root, readable=False)
+            wanted = match(rel) if match else Path(entry.name).suffix.lower() in FILE_SUFFIXES
             if entry.name.startswith("."):
-                walk.hidden.append(rel)
+                walk.hidden += [rel] if match is None or wanted else []
             elif entry.is_dir(follow_symlinks=False):
                 subfolders.append(Path(entry.path))
             elif entry.is_symlink() and entry.is_dir():
-                walk.linked_folders.append(rel)
-            elif entry.is_file() and (every_file
-                                      or Path(entry.name).suffix.lower() in FILE_SUFFIXES):
+                walk.linked_folders += [rel] if max_depth is None or depth < max_depth else []
+            elif wanted and entry.is_file():
                 found.append((entry.is_symlink(), rel, Path(entry.path)))
         if max_depth is None or depth < max_depth:
             stack += [(sub, depth + 1) for sub in reversed(subfolders)]
@@ -283,10 +285,9 @@ def list_files(spec: str) -> tuple[list[Path], Path]:
     elif glob.has_magic(spec):
         root, pattern = glob_root(spec)
         depth = None if "**" in pattern else pattern.count("/")
-        walk = walk_files(root, depth, every_file=True) if root.is_dir() else Walk([], [], [], [])
         regex = glob_regex(pattern)
-        walk.files = [p for p in walk.files if regex.match(relative_name(p, root, readable=False))]
-        walk.hidden = [h for h in walk.hidden if regex.match(h)]
+        walk = (walk_files(root, depth, lambda rel: regex.match(rel) is not None)
+                if root.is_dir() else Walk([], [], [], []))
         _check_suffixes(walk.files, spec)
     else:
         raise ValueError(f"files:{shown(spec)}: no such file or folder (give a folder of "
@@ -434,9 +435,12 @@ def files_source(spec: str) -> DocumentSource:
             sizes.append(chars)
             where.append((path, None))
             blank.append(empty)
-    return DocumentSource(
-        names, np.asarray(sizes, dtype=np.int64), lambda i: _read_file_document(*where[i]),
-        lambda i: FileText(where[i][0], blank[i]) if where[i][1] is None else _read_file_document(*where[i]))
+    def lazy(i: int) -> FileText | str:  # a text file is read in blocks when tokenized
+        path, offset = where[i]
+        return FileText(path, blank[i]) if offset is None else _read_file_document(path, offset)
+
+    return DocumentSource(names, np.asarray(sizes, dtype=np.int64),
+                          lambda i: _read_file_document(*where[i]), lazy)
 
 
 def relative_name(path: Path, root: Path, readable: bool = True) -> str:
