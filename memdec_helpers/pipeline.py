@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -21,7 +22,8 @@ from .core.results import decoder_rows, results_table
 from .core.windows import WindowSpec
 from .lessons.notebook import check_parameters
 from .planning.plan import format_plan, make_plan, summary
-from .profiles import Profile, auto_choice, check_overrides, load_profile, parse_memdec_init
+from .profiles import (PROFILE_NAMES, Profile, auto_choice, check_overrides, is_yaml_path,
+                       load_profile, parse_memdec_init)
 from .progress import progress_bar, quiet_library_bars
 from .runtime.decoder import build_memory_decoder, check_same_vocabulary
 from .runtime.devices import resolve_device, seed_everything
@@ -53,6 +55,7 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
     otherwise run the default profile)."""
     check_parameters()
     notes: list[str] = []
+    renamed = _name_override(overrides)
     if isinstance(profile, Profile):
         check_overrides(overrides, "setup() overrides")
         profile = dataclasses.replace(profile, **overrides)
@@ -60,6 +63,8 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
         if profile == "auto":
             profile, notes = auto_choice()
         profile = load_profile(profile, **overrides)
+    if renamed is not None:
+        profile = dataclasses.replace(profile, name=renamed)
     seed_everything(profile.seed)
     quiet_library_bars()  # in a saved notebook (MEMDEC_PROGRESS=line/off): no library bars
     if verbose:
@@ -71,6 +76,16 @@ def setup(profile: str | Profile = "auto", verbose: bool = True, **overrides: An
               f"Python {platform.python_version()}; base models {list(profile.base_models)}")
         print(plan_summary(profile))
     return profile
+
+
+def _name_override(overrides: dict[str, Any]) -> str | None:
+    """The `name` knob taken out of setup's overrides (it renames the profile's artifacts
+    folder); a name that is a profile to load is a ValueError that says how to load it."""
+    name = overrides.pop("name", None)
+    if name is not None and (name in PROFILE_NAMES + ("auto",) or is_yaml_path(Path(str(name)))):
+        raise ValueError(f"setup(name={name!r}) renames the profile's artifacts folder; to load "
+                         f"the profile {name!r}, pass it first: P.setup({name!r})")
+    return name
 
 
 def plan_summary(profile: Profile) -> str:

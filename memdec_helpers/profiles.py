@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,8 @@ AT_LEAST_1: Rule = (lambda v: v >= 1, "must be >= 1")
 POSITIVE: Rule = (lambda v: v > 0, "must be > 0")
 NON_NEGATIVE: Rule = (lambda v: v >= 0, "must be >= 0")
 UNIT: Rule = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
+SEED: Rule = (lambda v: 0 <= v < 2**31, "must be in [0, 2**31) (numpy and torch seeds; a run "
+              "adds small offsets to it)")
 CAP: Rule = (lambda v: v >= 1, "must be >= 1, or null for no cap")
 FRACTION: Rule = (lambda v: 0 < v < 1, "must be in (0, 1)")
 
@@ -249,7 +252,8 @@ RANGES: dict[str, Rule] = {
     "name": (is_plain_name, "must be a plain folder name (no '/', '\\' or leading dot), e.g. 'tiny'"),
     **dict.fromkeys(("validation_fraction", "test_fraction"), FRACTION),
     **dict.fromkeys(("max_train_tokens", "max_eval_tokens"), CAP),
-    **dict.fromkeys(("split_seed", "seed", "weight_decay", "warmup_steps"), NON_NEGATIVE),
+    **dict.fromkeys(("weight_decay", "warmup_steps"), NON_NEGATIVE),
+    **dict.fromkeys(("split_seed", "seed"), SEED),
     **dict.fromkeys(("stride", "batch_size", "ivf_nlist", "pq_code_bytes", "nprobe",
                      "index_train_size", "k", "target_top_m", "memdec_layers", "memdec_dim",
                      "memdec_heads", "train_steps", "train_batch_size", "grad_accum",
@@ -289,6 +293,8 @@ def validate_profile(p: Profile) -> None:
                           "validation_fraction + test_fraction must be < 1"),
         "memdec_heads": (p.memdec_dim % p.memdec_heads == 0,
                          f"must divide memdec_dim={p.memdec_dim}"),
+        "warmup_steps": (p.warmup_steps <= p.train_steps,
+                         f"must be <= train_steps={p.train_steps} (the warmup is part of training)"),
     }
     for knob, (ok, allowed) in related.items():
         if not ok:
@@ -337,33 +343,99 @@ def check_overrides(overrides: dict[str, Any], source: str) -> None:
         )
 
 
+class _DuplicateKey(ValueError):
+    """A mapping that names a key twice (PyYAML would keep the last one, silently)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (no tags run code) that refuses a key given twice in one mapping."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, (str, int, float, bool)) and key in lines:
+            raise _DuplicateKey(f"names {key!r} twice (lines {lines[key]} and {line}); keep one")
+        lines.setdefault(key, line) if isinstance(key, (str, int, float, bool)) else None
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+    """A profile file's mapping: UTF-8, valid YAML, no key twice (ValueError naming the file)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read the profile file {path}: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ValueError(f"profile file {path} is not UTF-8 text (line {line}, byte {err.start}: "
+                         f"{raw[err.start:err.start + 1]!r}); save it as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader) or {}
+    except _DuplicateKey as err:
+        raise ValueError(f"profile file {path} {err}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"profile file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ValueError(f"profile file {path} must hold a mapping of knob: value")
     return data
 
 
+PATH_KNOBS = ("domain_corpus", "general_corpus", "memdec_init")  # may hold a relative path
+
+
+def resolve_paths(values: dict[str, Any], folder: Path | str) -> dict[str, Any]:
+    """`values` with every relative path (a `files:` source, a memdec_init folder) made
+    absolute from `folder`: a YAML's own folder for what it says, the current folder for what
+    Python or the command line says. Absolute, `~` and non-path values are kept as they are."""
+    out = dict(values)
+    for knob in PATH_KNOBS:
+        value = out.get(knob)
+        if not isinstance(value, str):
+            continue
+        prefix, path = ("files:", value[6:]) if value.startswith("files:") else ("", value)
+        if knob == "memdec_init" and (value == "scratch" or value.startswith("base:")):
+            continue
+        if knob != "memdec_init" and not prefix:
+            continue
+        if path.strip() and not os.path.isabs(path) and not path.startswith("~"):
+            out[knob] = prefix + os.path.normpath(os.path.join(os.path.abspath(folder), path))
+    return out
+
+
+def is_yaml_path(path: Path) -> bool:
+    return path.suffix.lower() in (".yaml", ".yml")
+
+
 def load_profile(name: str = "tiny", **overrides: Any) -> Profile:
     """Load a profile by name (`tiny`, `cpu`, `colab`, `gpu`, `auto`) or YAML path, then
     apply keyword overrides. Unknown names or knobs, and bad values, raise ValueError. A YAML
-    file may start from another profile with `extends: <name or path>` (e.g. your corpus on
-    colab's knobs)."""
+    file starts from another profile with `extends: <name or path>` (e.g. your corpus on
+    colab's knobs). Relative paths are made absolute once: from the YAML's folder inside a YAML,
+    from the current folder in `overrides`."""
     if name == "auto":
         name = resolve_auto()
     values = profile_values(name)
     check_overrides(overrides, "load_profile() overrides")
-    values.update(overrides)
+    values.update(resolve_paths(overrides, Path.cwd()))
     return Profile(**values)
 
 
 def profile_values(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The knob values of a named or YAML profile, its `extends` chain resolved."""
+    """The knob values of a named or YAML profile, its `extends` chain resolved. A YAML of
+    yours must say what it extends (else it would silently start from the bare dataclass
+    defaults: no caps, a decoder that copies the whole base)."""
     path = Path(name)
     if name in PROFILE_NAMES:
         path = PROFILE_DIR / f"{name}.yaml"
-    elif not (path.suffix in (".yaml", ".yml") and path.is_file()):
+    elif not (is_yaml_path(path) and path.is_file()):
         raise ValueError(
             f"unknown profile {name!r}: use one of {', '.join(PROFILE_NAMES + ('auto',))} "
             "or the path of an existing .yaml file"
@@ -371,11 +443,17 @@ def profile_values(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     values = _read_yaml(path)
     parent = values.pop("extends", None)
     check_overrides(values, str(path))
+    values = resolve_paths(values, path.parent)
     values.setdefault("name", path.stem)
     if parent is None:
+        if path.resolve().parent != PROFILE_DIR.resolve():
+            raise ValueError(
+                f"profile file {path} has no 'extends:': say which profile it starts from, e.g. "
+                f"a first line `extends: tiny` (or cpu, colab, gpu, another YAML); its knobs "
+                "then override that profile's")
         return values
     relative = path.parent / str(parent)
-    parent = str(relative.resolve()) if relative.suffix in (".yaml", ".yml") else str(parent)
+    parent = str(relative.resolve()) if is_yaml_path(relative) else str(parent)
     seen = seen + (str(path.resolve()),)
     if parent in seen or (PROFILE_DIR / f"{parent}.yaml").resolve().as_posix() in seen \
             or parent == "auto":

@@ -83,16 +83,7 @@ def test_manifest_records_file_sizes(tmp_path):
     assert on_disk["n"] == 3
 
 
-def test_files_above_the_hash_limit_are_checked_by_size_only(tmp_path, monkeypatch):
-    import memdec_helpers.stages.store as artifacts
-
-    monkeypatch.setattr(artifacts, "HASH_LIMIT", 3)
-    (tmp_path / "small.bin").write_bytes(b"123")
-    (tmp_path / "large.bin").write_bytes(b"1234")
-    manifest = write_manifest(tmp_path, {"k": 1})
-    assert set(manifest["file_sha256"]) == {"small.bin"}
-    (tmp_path / "large.bin").write_bytes(b"4321")
-    assert stage_is_current(tmp_path, {"k": 1})
+# files above HASH_LIMIT: a sampled hash (tests/test_reliability_artifacts.py)
 
 
 @pytest.mark.parametrize("stage", [("../victim",), ("..",), ("eval", "../../x"), ("a/b",),

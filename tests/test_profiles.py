@@ -40,7 +40,7 @@ def test_unknown_knob_in_yaml_file(tmp_path):
 
 def test_yaml_path_profile(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("k: 40\n")
+    path.write_text("extends: tiny\nk: 40\n")
     profile = load_profile(str(path))
     assert (profile.name, profile.k) == ("mine", 40)
 
@@ -63,7 +63,7 @@ def test_auto_is_tiny_without_cuda(monkeypatch):
 
 def yaml_profile(tmp_path, text):
     path = tmp_path / "mine.yaml"
-    path.write_text(text)
+    path.write_text("extends: tiny\n" + text)
     return load_profile(str(path))
 
 

@@ -87,7 +87,7 @@ def test_bad_folder_fails_before_any_work_naming_the_file(tmp_path, make, match)
 
 
 def test_missing_folder_and_unsupported_glob_match(tmp_path):
-    with pytest.raises(ValueError, match="no such folder"):
+    with pytest.raises(ValueError, match="no such file or folder"):
         open_source(f"files:{tmp_path / 'nowhere'}")
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match="x.csv, which is not"):

@@ -16,12 +16,14 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from ..core.results import format_table
 from ..pipeline import plan
-from ..profiles import load_profile
+from ..planning.plan import FAR, far_misfits
+from ..profiles import is_yaml_path, load_profile
 from ..stages.records import load_results, profile_hash, stale_results
 from ..stages.store import atomic_write_json, project_root
 
@@ -132,7 +134,18 @@ def update_readme(summary_path: Path, readme: Path | None = None) -> str:
     return format_table(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
+class LessonFailed(Exception):
+    """A lesson raised: its error in one line, and where its full traceback is."""
+
+
+def profile_argument(profile: str) -> str:
+    """The --profile value every kernel is given: a YAML path made absolute from the current
+    folder (each kernel runs in notebooks/, where a relative path means something else)."""
+    path = Path(profile).expanduser()
+    return str(path.absolute()) if is_yaml_path(path) else profile
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="tiny", help="tiny | cpu | colab | gpu | auto | a YAML path")
@@ -142,24 +155,92 @@ def main(argv: list[str] | None = None) -> None:
                         help="write outputs back into notebooks/ (metadata stripped)")
     parser.add_argument("--readme", metavar="SUMMARY_JSON",
                         help="only rewrite the README's results table from a run's summary.json")
-    args = parser.parse_args(argv)
+    parser.add_argument("--ignore-plan", action="store_true",
+                        help=f"run even when the plan needs more than {FAR:g}x this machine's "
+                             "disk or memory")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the course; 0 when every lesson ran. An error is one line on stderr that says where
+    its full traceback is (the executed notebook, and error.log in the output folder)."""
+    args = parse_args(argv)
+    args.profile = profile_argument(args.profile)
+    log = error_log(args)
+    try:
+        run_course(args)
+    except Exception as err:  # noqa: BLE001 - one line for the learner, the rest in the log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc() + _lesson_traceback(err))
+        line = str(err) if isinstance(err, LessonFailed) else f"error: {_one_line(err)}"
+        print(f"{line} (full traceback: {log})", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def error_log(args: argparse.Namespace) -> Path:
+    """Where a failed run writes its full traceback: error.log in its output folder."""
+    return output_dir(args) / "error.log"
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """--out, else runs/<profile> in the repository (the working folder without one)."""
+    if args.out:
+        return Path(args.out)
+    root = project_root() or Path.cwd()
+    return root / "runs" / Path(args.profile).stem
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception as one line: its message (with its type when that says something)."""
+    text = " ".join(str(err).split())
+    return text if isinstance(err, (ValueError, OSError)) and text else f"{type(err).__name__}: {text}"
+
+
+def _lesson_traceback(err: BaseException) -> str:
+    """A failed lesson's own traceback (papermill's), after the runner's."""
+    cause = err.__cause__
+    lines = getattr(cause, "traceback", None) or []
+    return "\n\nin the lesson:\n" + "\n".join(lines) if lines else ""
+
+
+def run_course(args: argparse.Namespace) -> None:
     if args.readme:
         print(update_readme(Path(args.readme)))
         return
     profile = load_profile(args.profile)  # fail early on a bad profile name
     paths = list_notebooks(args.only)
     print(plan(profile), flush=True)  # the plan first: stages, estimated time and memory
-    out_dir = Path(args.out) if args.out else notebooks_dir().parent / "runs" / Path(args.profile).stem
+    problems = [] if args.ignore_plan else far_misfits(profile)
+    if problems:
+        raise ValueError("; ".join(problems) + f" (more than {FAR:g}x): nothing was run. Lower "
+                         "the caps in the profile, point artifacts_dir at a larger disk, or "
+                         "pass --ignore-plan to run anyway")
+    out_dir = output_dir(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     for i, path in enumerate(paths, 1):
         target = path if args.inplace else out_dir / path.name
         print(f"[{i}/{len(paths)}] {path.name} ...", end=" ", flush=True)
-        timings[path.stem] = run_notebook(path, target, args.profile, {})
+        timings[path.stem] = run_lesson(path, target, args.profile)
         if args.inplace:
             strip_metadata(target)
         print(f"{timings[path.stem]:.0f} s", flush=True)
     print(write_summary(args.profile, out_dir, timings))
+
+
+def run_lesson(path: Path, target: Path, profile: str) -> float:
+    """run_notebook, a lesson's error turned into LessonFailed: one line naming the lesson,
+    the error and the executed notebook that holds the full traceback."""
+    try:
+        return run_notebook(path, target, profile, {})
+    except Exception as err:
+        if type(err).__name__ != "PapermillExecutionError":
+            raise
+        print("failed", flush=True)
+        message = " ".join(str(getattr(err, "evalue", "")).split())
+        raise LessonFailed(f"{path.name} failed: {getattr(err, 'ename', 'error')}: {message}; "
+                           f"the executed notebook with the full traceback: {target}") from err
 
 
 if __name__ == "__main__":

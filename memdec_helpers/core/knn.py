@@ -128,7 +128,11 @@ def knn_token_logprobs(distances: Any, neighbor_tokens: Any, targets: Any,
     """log p_kNN(target) per query [Q]; -inf where the target is not among the neighbours."""
     distances, neighbor_tokens = torch.as_tensor(distances), torch.as_tensor(neighbor_tokens)
     _check_inputs(distances, neighbor_tokens, temperature)
-    targets = torch.as_tensor(np.asarray(targets)).long()
+    targets = np.asarray(targets)
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise ValueError(f"targets must hold integer token ids; got {targets.dtype} (a float "
+                         "array would be truncated to other tokens)")
+    targets = torch.as_tensor(targets).long()
     if targets.shape != distances.shape[:1]:
         raise ValueError(f"targets {tuple(targets.shape)} must have one entry per query "
                          f"({distances.shape[0]})")

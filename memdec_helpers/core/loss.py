@@ -20,6 +20,9 @@ def _check_loss_inputs(logits: torch.Tensor, target_ids: torch.Tensor, target_pr
     if logits.ndim != 3 or not logits.is_floating_point():
         raise ValueError(f"logits must be a float [B, T, V] tensor, got {logits.dtype} "
                          f"{tuple(logits.shape)}")
+    if logits.numel() == 0:
+        raise ValueError(f"logits {tuple(logits.shape)} is empty: a batch needs at least one "
+                         "sequence and one position (B, T >= 1) over a vocabulary (V >= 1)")
     if (target_ids.ndim != 3 or target_ids.shape != target_probs.shape
             or target_ids.shape[:2] != logits.shape[:2] or target_ids.shape[2] == 0):
         raise ValueError(
@@ -32,24 +35,29 @@ def _check_loss_inputs(logits: torch.Tensor, target_ids: torch.Tensor, target_pr
     if labels.shape != logits.shape[:2] or labels.is_floating_point():
         raise ValueError(f"labels must be integer [B, T] = {tuple(logits.shape[:2])}, got "
                          f"{labels.dtype} {tuple(labels.shape)}")
-    _check_ranges(logits.shape[-1], target_ids, target_probs, labels)
+    _check_ranges(logits.shape[-1], target_ids, target_probs, labels, logits)
 
 
 def _check_ranges(vocab: int, target_ids: torch.Tensor, target_probs: torch.Tensor,
-                  labels: torch.Tensor) -> None:
+                  labels: torch.Tensor, logits: torch.Tensor | None = None) -> None:
     """Ids in [0, V) (padding ids with prob 0 and -100 labels excepted), target probabilities
-    finite, >= 0 and summing to 1 where a label is trained on; one device sync for all."""
+    finite, >= 0 and summing to 1 where a label is trained on, each token once per trained
+    row, finite logits; one device sync for all."""
     used = target_probs > 0
     keep = labels != IGNORE  # [B, T]
     probs = target_probs.float()  # [B, T, m]
     off_one = (probs.sum(-1) - 1).abs() * keep  # [B, T], 0 where the label is ignored
+    repeats = _repeated_ids(target_ids, used) & keep  # [B, T]
     flags = torch.stack([
         (used & ((target_ids < 0) | (target_ids >= vocab))).any(),  # foreign target ids
         (keep & ((labels < 0) | (labels >= vocab))).any(),  # labels outside the vocabulary
         ~keep.any(),  # nothing to train on
         ~torch.isfinite(probs).all() | (probs < 0).any(),  # not probabilities
         off_one.max() > NORM_TOLERANCE,  # rows that do not sum to 1
+        repeats.any(),  # a token twice in a row: its p log p would be split
+        ~torch.isfinite(logits).all() if logits is not None else torch.zeros_like(keep.any()),
     ]).tolist()
+    first = repeats.nonzero()[0].tolist() if flags[5] else None
     problems = [
         f"target_ids with probability > 0 must be in [0, {vocab}) (the logits' vocabulary); "
         "were the targets built with another tokenizer?",
@@ -58,10 +66,24 @@ def _check_ranges(vocab: int, target_ids: torch.Tensor, target_probs: torch.Tens
         "target_probs must be finite and >= 0 (got NaN, inf or a negative probability)",
         f"target_probs must sum to 1 over m at every trained position (within {NORM_TOLERANCE}); "
         "renormalise truncated targets",
+        f"target_ids repeat a token with probability > 0 in one row (first at position "
+        f"({first[0] if first else 0}, {first[1] if first else 0})): each token must appear once "
+        "per row, as knn_distribution gives them; sum the probabilities of equal ids first",
+        "logits contain NaN or inf: the model's forward pass is broken (a diverged run: lower "
+        "learning_rate; fp16 overflow; damaged weights)",
     ]
     for flag, problem in zip(flags, problems):
         if flag:
             raise ValueError(problem)
+
+
+def _repeated_ids(target_ids: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """[B, T] True where a row names one token twice among its entries with probability > 0
+    (padding entries, probability 0, are given distinct negative ids first)."""
+    m = target_ids.shape[-1]
+    unused = -1 - torch.arange(m, device=target_ids.device)  # [m] distinct, never a real id
+    ids = torch.where(used, target_ids.long(), unused).sort(-1).values  # [B, T, m]
+    return (ids[..., 1:] == ids[..., :-1]).any(-1)
 
 
 def _entropy_terms(p: torch.Tensor) -> torch.Tensor:

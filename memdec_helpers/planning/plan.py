@@ -384,6 +384,24 @@ def misfits(profile: Any) -> list[str]:
     return out
 
 
+FAR = 2.0  # the batch runner stops when the plan needs more than FAR x the machine's disk or RAM
+
+
+def far_misfits(profile: Any, capacity: dict[str, float] | None = None,
+                factor: float = FAR) -> list[str]:
+    """Why the profile's plan cannot run on this machine, even allowing for the estimates'
+    error: its disk or host memory above `factor` x what the machine has (`capacity`: GB, as
+    machine_capacity gives). GPU memory is left out: every stage lowers its batch to fit."""
+    plan = make_plan(profile)
+    if plan is None:
+        return []
+    have = capacity or machine_capacity(profile)
+    need = {"disk_gb": (plan.disk_gb, "disk", "free under the artifacts folder"),
+            "host_gb": (plan.host_gb, "host memory", "in all")}
+    return [f"the plan needs {gb:,.1f} GB of {what} but this machine has {have[key]:,.1f} GB "
+            f"{where}" for key, (gb, what, where) in need.items() if gb > factor * have[key]]
+
+
 def summary(plan: Plan) -> str:
     """One line: stages, estimated minutes and peaks."""
     gpu = f", GPU {plan.gpu_gb:.1f} GB" if plan.device.memory > 0 else ""

@@ -84,11 +84,11 @@ def _check_args(base_model: Any, memdec: Any, input_ids: torch.Tensor, max_new_t
                          "distribution: the Memory Decoder or kNN) or None")
     if not sampling_temperature > 0:
         raise ValueError(f"sampling_temperature={sampling_temperature} must be > 0")
-    if int(top_k) != top_k or top_k < 0:
+    if not _whole(top_k) or top_k < 0:
         raise ValueError(f"top_k={top_k} must be an integer >= 0 (0 keeps every token)")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p={top_p} must be in (0, 1] (1 keeps every token)")
-    if int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
+    if not _whole(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be an integer >= 0")
     if input_ids.ndim != 2 or input_ids.shape[1] == 0 or input_ids.is_floating_point():
         raise ValueError(f"input_ids must be integer [B, T] with T >= 1 (prompts of equal length), "
@@ -110,6 +110,49 @@ def _check_args(base_model: Any, memdec: Any, input_ids: torch.Tensor, max_new_t
             raise ValueError(f"prompt ({input_ids.shape[1]}) + max_new_tokens ({max_new_tokens}) "
                              f"- 1 = {fed} exceeds the {limit} positions of {name}; "
                              "use a shorter prompt or fewer new tokens")
+
+
+def _whole(value: Any) -> bool:
+    """An integer, or a float with an integer value (NaN, inf and 2.5 are not)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and bool(np.isfinite(value)) and value == int(value)
+
+
+class _Checked:
+    """A next-token source whose log-probs [B, V] are checked at every step: NaN, +inf, or
+    -inf for every token of a row is a ValueError naming the model (-inf for some tokens is
+    allowed: kNN gives it to tokens no neighbour holds)."""
+
+    def __init__(self, source: Any, who: str) -> None:
+        self.source, self.who, self.steps = source, who, 0
+
+    def start(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._checked(self.source.start(input_ids))
+
+    def step(self, next_ids: torch.Tensor) -> torch.Tensor:
+        return self._checked(self.source.step(next_ids))
+
+    def _checked(self, logprobs: torch.Tensor) -> torch.Tensor:
+        flags = torch.stack([logprobs.isnan().any(-1), (logprobs == torch.inf).any(-1),
+                             logprobs.amax(-1) == -torch.inf])  # [3, B]
+        if flags.any():
+            problem = ["NaN", "+inf", "-inf for every token"][int(flags.any(-1).int().argmax())]
+            rows = flags.any(0).nonzero()[:, 0].tolist()
+            raise ValueError(
+                f"generate: {self.who} gave next-token log-probs with {problem} at step "
+                f"{self.steps} (rows {rows[:8]}): its weights or inputs are broken (a damaged or "
+                "diverged model); check it with token_logprobs, and retrain or reload it")
+        self.steps += 1
+        return logprobs
+
+
+def _label(name: str, model: Any) -> str:
+    """`name` (the argument) and, for a model, what it was loaded from."""
+    path = getattr(getattr(model, "config", None), "_name_or_path", "")
+    return f"{name} ({path})" if path else name
 
 
 @contextlib.contextmanager
@@ -158,9 +201,11 @@ def generate(base_model: Any, memdec: Any, input_ids: Any, max_new_tokens: int,
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     pick = partial(_next_tokens, do_sample=do_sample, sampling_temperature=sampling_temperature,
                    top_k=top_k, top_p=top_p, generator=generator)
+    second = _Checked(_second(memdec), _label("memdec", memdec)) if weight > 0 else None
     with _eval_mode(*(m.to(device) for m in models)):
-        return _decode(CachedLM(base_model), _second(memdec) if weight > 0 else None, weight,
-                       input_ids.long().to(device), int(max_new_tokens), pick, return_logprobs)
+        return _decode(_Checked(CachedLM(base_model), _label("base_model", base_model)), second,
+                       weight, input_ids.long().to(device), int(max_new_tokens), pick,
+                       return_logprobs)
 
 
 def _second(memdec: Any) -> NextTokenSource:

@@ -5,6 +5,8 @@ import contextlib
 import importlib
 import os
 import socket
+import sys
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -13,6 +15,10 @@ HUB_HOST = "huggingface.co"
 
 class HubUnavailableError(ValueError):
     """A hub model or data set was asked for, but the hub cannot be reached or is not cached."""
+
+
+class HubCacheError(ValueError):
+    """Offline, a hub model or data set is in the local cache but could not be loaded from it."""
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -43,10 +49,33 @@ def from_hub(what: str, load: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         with contextlib.nullcontext() if online else _offline_mode():
             return load(*args, **kwargs)
-    except Exception as err:  # noqa: BLE001 - any failure offline means "not cached"
+    except Exception as err:  # noqa: BLE001 - offline: not cached, or a damaged cached copy
         if online:
             raise
+        cached = cached_copy(str(args[0])) if args else None
+        if cached is not None:
+            raise HubCacheError(
+                f"cannot load {what}: there is no network connection, and its copy in the local "
+                f"cache ({cached}) failed to load ({type(err).__name__}: {str(err)[:200]}), so "
+                f"it is damaged or incomplete. Delete {cached} and load it again with a network "
+                "connection, or use the offline profile: load_profile('tiny')") from None
         raise HubUnavailableError(offline_message(what)) from err.__class__(str(err)[:200])
+
+
+def cached_copy(repo_id: str) -> Path | None:
+    """The folder where the local Hugging Face caches hold `repo_id` (a model or a data set),
+    or None when they hold nothing of it."""
+    candidates = []
+    with contextlib.suppress(ImportError):
+        from huggingface_hub import constants
+
+        folder = repo_id.replace("/", "--")
+        candidates += [Path(constants.HF_HUB_CACHE) / f"{kind}--{folder}"
+                       for kind in ("models", "datasets")]
+    if "datasets" in sys.modules:  # its own cache of prepared data sets
+        candidates.append(Path(sys.modules["datasets"].config.HF_DATASETS_CACHE)
+                          / repo_id.replace("/", "___"))
+    return next((p for p in candidates if p.is_dir() and any(p.iterdir())), None)
 
 
 def _offline_kwargs(load: Callable[..., Any]) -> dict[str, Any]:

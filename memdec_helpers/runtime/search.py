@@ -224,8 +224,13 @@ def _check_all_found(index: Any, indices: np.ndarray, k: int) -> None:
     if missing.any():
         rows = int(missing.any(axis=1).sum())
         ivf = _ivf(index)
-        nprobe = ivf.nprobe if ivf is not None else None
+        if ivf is None:  # exact search sees every key: the missing ones have no finite distance
+            raise ValueError(
+                f"{rows} queries got fewer than k={k} neighbours from an exact (flat) index of "
+                f"{index.ntotal} keys: keys or queries so large (or NaN) that their squared "
+                "distances overflow float32; rebuild the datastore (delete its folder) and check "
+                "the key layer's values (nprobe does not apply to a flat index)")
         raise ValueError(
-            f"{rows} queries got fewer than k={k} neighbours: the nprobe={nprobe} lists searched "
-            "hold too few keys; raise profile.nprobe (or lower k)"
+            f"{rows} queries got fewer than k={k} neighbours: the nprobe={ivf.nprobe} lists "
+            "searched hold too few keys; raise profile.nprobe (or lower k)"
         )

@@ -17,13 +17,13 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..core.hashing import array_hash
-from .store import (atomic_save_npy, clear_stage, read_manifest, stage_dir,
-                        stage_is_current, stage_lock, write_manifest)
 from ..profiles import Profile
 from ..progress import progress_bar
 from ..runtime.models import load_tokenizer
 from .recipes import Recipe, corpus_recipe
-from .sources import SPLITS, Document, files_fingerprint, open_source
+from .store import (atomic_save_npy, check_free_space, check_writable, clear_stage, read_manifest,
+                    stage_dir, stage_is_current, stage_lock, write_manifest)
+from .sources import SPLITS, Document, open_source
 
 TOKENIZE_BATCH = 64  # documents per tokenizer call
 TOKENIZE_CHARS = 1_000_000  # characters per tokenizer call (~250k tokens, ~35 MB of encodings)
@@ -90,22 +90,46 @@ def text_pieces(text: str, max_chars: int) -> Iterator[str]:
     yield text[lo:]
 
 
-def piece_batches(docs: Iterable[Document], max_chars: int
+def stream_pieces(blocks: Iterable[str], max_chars: int) -> Iterator[str]:
+    """The pieces text_pieces would cut from the text of `blocks` joined, read block by block:
+    at most `max_chars` plus one block are held at a time."""
+    buffer = ""
+    for block in blocks:
+        buffer += block
+        while len(buffer) > max_chars:
+            cut = safe_cut(buffer, max(0, max_chars - CUT_LOOKBACK), max_chars)
+            yield buffer[:cut]
+            buffer = buffer[cut:]
+    if buffer:
+        yield buffer
+
+
+def document_pieces(text: Any, max_chars: int) -> Iterator[str]:
+    """A document's pieces (none for a blank one): a string cut by text_pieces, or a text read
+    in blocks (sources.FileText) cut as it is read."""
+    if isinstance(text, str):
+        return text_pieces(text, max_chars) if text.strip() else iter(())
+    return iter(()) if text.blank else stream_pieces(text.blocks(), max_chars)
+
+
+def piece_batches(docs: Iterable[tuple[str, Any]], max_chars: int
                   ) -> Iterator[list[tuple[str, str, bool]]]:
     """Batches of (document name, piece, last piece of its document) of at most about
-    `max_chars` characters and TOKENIZE_BATCH pieces; blank documents are skipped."""
+    `max_chars` characters and TOKENIZE_BATCH pieces; blank documents are skipped. A document
+    is read piece by piece (one piece ahead, to know the last one)."""
     batch: list[tuple[str, str, bool]] = []
     size = 0
     for name, text in docs:
-        if not text.strip():
-            continue
-        pieces = list(text_pieces(text, max_chars))
-        for j, piece in enumerate(pieces):
-            batch.append((name, piece, j == len(pieces) - 1))
+        pieces = document_pieces(text, max_chars)
+        piece = next(pieces, None)
+        while piece is not None:
+            following = next(pieces, None)
+            batch.append((name, piece, following is None))
             size += len(piece)
             if size >= max_chars or len(batch) >= TOKENIZE_BATCH:
                 yield batch
                 batch, size = [], 0
+            piece = following
     if batch:
         yield batch
 
@@ -173,8 +197,7 @@ def corpus_config(profile: Profile, which: str) -> dict[str, Any]:
     source = profile.domain_corpus if which == "domain" else profile.general_corpus
     knobs = profile.subset("validation_fraction", "test_fraction", "split_seed", "tokenizer")
     caps = profile.subset("max_train_tokens", "max_eval_tokens")
-    content = {"content": files_fingerprint(source)} if source.startswith("files:") else {}
-    return {"source": source, **knobs, **caps, **content, "format": 3}
+    return {"source": source, **knobs, **caps, "format": 3}
 
 
 def load_corpus(profile: Profile, which: str = "domain",
@@ -196,11 +219,13 @@ def _load_or_build(profile: Profile, which: str, recipe: Recipe,
     directory = stage_dir(profile, recipe.folder)
     if stage_is_current(directory, recipe.config()):
         return {s: np.load(directory / f"{s}.npy") for s in SPLITS}
+    check_writable(directory)  # a read-only disk: said before any tokenizing
     streams, counts = split_streams(config)
     tokenized = _tokenize_splits(profile, streams, _caps(config), progress, config["source"])
     if which == "domain":  # the general corpus (general-text perplexity) may hold less
         check_caps(config, {s: len(ids) for s, (ids, _) in tokenized.items()})
     tokens = {s: ids for s, (ids, _) in tokenized.items()}
+    check_free_space(directory, sum(t.nbytes for t in tokens.values()) + 2**20)  # keeps the old
     clear_stage(directory)
     for split, ids in tokens.items():
         atomic_save_npy(directory / f"{split}.npy", ids)
@@ -230,8 +255,33 @@ def split_streams(config: dict[str, Any]
         return opened, {s: None for s in SPLITS}
     order = split_order(opened.sizes, config["validation_fraction"], config["test_fraction"],
                         config["split_seed"])
-    return ({s: opened.documents(order[s]) for s in SPLITS},
+    check_every_split_has_a_document(order, opened.sizes, opened.names, config["source"])
+    return ({s: opened.lazy_documents(order[s]) for s in SPLITS},
             {s: int(len(order[s])) for s in SPLITS})
+
+
+def check_every_split_has_a_document(order: dict[str, np.ndarray], sizes: np.ndarray,
+                                     names: Any, source: str) -> None:
+    """ValueError that says why a split got no document: too few documents, or one document
+    so large that the held-out shares (filled a whole document at a time) took it and the
+    rest (named, with its share of the text and the split it went to)."""
+    empty = [s for s in SPLITS if len(order[s]) == 0]
+    if not empty:
+        return
+    if len(sizes) < len(SPLITS):
+        raise ValueError(f"corpus {source!r} has only {len(sizes)} document"
+                         f"{'s' if len(sizes) != 1 else ''}: train, validation and test each need "
+                         "at least one whole document (a document is never cut across splits); "
+                         "add documents, or split a file into several")
+    largest = int(np.argmax(sizes))
+    went = next(s for s in SPLITS if largest in order[s])
+    share = float(sizes[largest]) / max(float(np.sum(sizes)), 1.0)
+    raise ValueError(
+        f"corpus {source!r}: the {' and '.join(empty)} split got no document. Documents go to a "
+        f"split whole, and {names[largest]} alone holds {share:.0%} of the corpus's text; it "
+        f"went to the {went} split (validation_fraction and test_fraction fill their share of "
+        "the text one whole document at a time), leaving nothing for the rest. Split that file "
+        "into several documents (e.g. one per chapter), or add documents")
 
 
 def _tokenize_splits(profile: Profile, streams: dict[str, Iterable[Document]], caps: dict[str, Any],
@@ -253,10 +303,13 @@ def check_caps(config: dict[str, Any], counts: dict[str, int]) -> None:
     for split, cap in _caps(config).items():
         if cap is not None and counts[split] < cap:
             knob = "max_train_tokens" if split == "train" else "max_eval_tokens"
+            fits = counts[split] if split == "train" else min(counts["validation"], counts["test"])
             raise ValueError(
                 f"corpus {config['source']!r} is too small for the profile's caps: its {split} "
                 f"split has {counts[split]:,} tokens but {knob}={cap:,}. Add documents, or "
-                f"lower the cap (e.g. {knob}={counts[split]}, or null for all of it)"
+                f"lower the cap (e.g. {knob}={fits}"
+                + (", what both held-out splits hold" if split != "train" else "")
+                + ", or null for all of it)"
                 + ("; validation_fraction/test_fraction set the held-out share"
                    if split != "train" else ""))
 

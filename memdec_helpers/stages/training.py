@@ -7,6 +7,7 @@ uninterrupted one exactly; the step itself is runtime/training.py.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -31,8 +32,8 @@ from ..runtime.models import check_context_fits, weights_fingerprint
 from ..runtime.scoring import score_tokens, validation_kl
 from ..runtime.training import (TrainState, _train_step, lr_factor, make_optimizer,
                                 micro_batch_size, sequence_starts)
-from .store import atomic_write_json, read_manifest, stage_lock, write_manifest
-
+from .store import (atomic_write_json, check_stage_files, check_writable, full_digest, make_dir,
+                    read_manifest, stage_lock, write_manifest)
 
 TRAIN_KNOBS = ("beta", "learning_rate", "weight_decay", "warmup_steps", "train_steps",
                "train_batch_size", "grad_accum", "grad_clip", "eval_every", "context_length",
@@ -155,6 +156,9 @@ def _start(profile: Profile, model: Any, config: dict, starts: np.ndarray, out_d
     state = TrainState(model, optimizer, scheduler, scaler, 0,
                        _new_history(config, profile, starts), device, amp,
                        micro_batch_size(profile, model, device, amp), data_parallel(model, device))
+    if rank == 0:
+        make_dir(out_dir)
+        check_writable(out_dir)  # a read-only disk: a clear error before any training
     if not (resume and _load_checkpoint(out_dir, config, state)) and rank == 0:
         _clear_run(out_dir)
     barrier()
@@ -227,10 +231,33 @@ def _save_checkpoint(out_dir: Path, config: dict, state: TrainState) -> None:
     _save_model(state.model, tmp)
     torch.save({"optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
                 "scaler": state.scaler.state_dict(), "rng": _rng_state()}, tmp / TENSORS_FILE)
-    atomic_write_json(tmp / STATE_FILE, {"config_hash": config_hash(config), "step": state.step,
-                                         "history": state.history})
+    saved = {"config_hash": config_hash(config), "step": state.step, "history": state.history,
+             "sha256": {p.name: full_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
+    atomic_write_json(tmp / STATE_FILE, {**saved, "state_sha256": _state_digest(saved)})
     _replace_dir(tmp, out_dir / "checkpoint")
     atomic_write_json(out_dir / "history.json", state.history)
+
+
+def _state_digest(saved: dict) -> str:
+    """sha256 of a checkpoint state's JSON fields (config hash, step, history, file hashes)."""
+    return hashlib.sha256(json.dumps(saved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_checkpoint(folder: Path, saved: dict) -> None:
+    """ValueError unless the checkpoint's state.json vouches for itself and every file of the
+    checkpoint has the sha256 it recorded (full hashes: a resumed run must be exact)."""
+    hashes = saved.get("sha256")
+    body = {k: v for k, v in saved.items() if k != "state_sha256"}
+    if not isinstance(hashes, dict) or saved.get("state_sha256") != _state_digest(body):
+        raise ValueError(f"{folder / STATE_FILE} has no valid content hashes (edited, or "
+                         "written by an older version)")
+    on_disk = {p.name for p in folder.iterdir() if p.is_file() and p.name != STATE_FILE}
+    if on_disk != set(hashes):
+        raise ValueError(f"the checkpoint holds {sorted(on_disk)}, not the files "
+                         f"{sorted(hashes)} its {STATE_FILE} lists")
+    for name, digest in hashes.items():
+        if full_digest(folder / name) != digest:
+            raise ValueError(f"{folder / name} differs from the sha256 recorded when it was saved")
 
 
 def _checkpoint_folder(out_dir: Path) -> Path | None:
@@ -248,9 +275,10 @@ DAMAGED = (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.Unpickl
 
 def _load_checkpoint(out_dir: Path, config: dict, state: TrainState) -> bool:
     """Restore `state` from a checkpoint of this exact config: its JSON state is read and its
-    config hash compared first, then the tensors are loaded with weights_only=True (no code
-    runs). False (and `state` untouched) when there is none; a damaged one is reported and
-    training starts from scratch."""
+    config hash compared first, then every file's sha256 is checked, then the tensors are
+    loaded with weights_only=True (no code runs). False (and `state` untouched) when there is
+    none; a damaged one (truncated, a flipped byte, no hashes) is reported and training starts
+    from scratch."""
     folder = _checkpoint_folder(out_dir)
     if folder is None:
         return False
@@ -258,6 +286,7 @@ def _load_checkpoint(out_dir: Path, config: dict, state: TrainState) -> bool:
         saved = json.loads((folder / STATE_FILE).read_text())
         if saved["config_hash"] != config_hash(config):
             return False
+        check_checkpoint(folder, saved)
         tensors = torch.load(folder / TENSORS_FILE, weights_only=True, map_location="cpu")
         weights = _saved_model(folder).state_dict()
     except DAMAGED as err:
@@ -282,10 +311,18 @@ def _restore(state: TrainState, weights: dict, tensors: dict, saved: dict) -> No
 
 
 def is_finished(out_dir: Path, config: dict) -> bool:
-    """A finished run of this config: manifest with the same hash and the final model folder."""
+    """A finished run of this config: manifest with the same hash, vouching for the final
+    model folder and the history; a file that differs from its manifest (a flipped byte in the
+    weights) is a ValueError that names the folder to delete. A manifest that does not vouch
+    for `model/` (written by an older version) is not a finished run: it is trained again."""
     manifest = read_manifest(out_dir) if out_dir.exists() else None
-    return (manifest is not None and manifest["config_hash"] == config_hash(config)
-            and (out_dir / "model" / "config.json").exists() and (out_dir / "history.json").exists())
+    if manifest is None or manifest["config_hash"] != config_hash(config):
+        return False
+    vouched = manifest.get("files", {})
+    if not {"model/config.json", "history.json"} <= set(vouched):
+        return False
+    check_stage_files(out_dir, manifest)
+    return True
 
 
 def _reuse(out_dir: Path, model: Any) -> tuple[Any, dict]:
@@ -333,9 +370,13 @@ def _finish(out_dir: Path, config: dict, model: Any, history: dict) -> None:
     _save_model(model, tmp)
     _replace_dir(tmp, out_dir / "model")
     atomic_write_json(out_dir / "history.json", history)
+    old = out_dir / ".checkpoint.old"  # still a resume point (see _checkpoint_folder), but
+    shutil.rmtree(old, ignore_errors=True)  # hidden: not part of the finished run's manifest
+    if (out_dir / "checkpoint").exists():
+        (out_dir / "checkpoint").rename(old)
     write_manifest(out_dir, config, steps=len(history["steps"]),
                    final_eval=history["evals"][-1] if history["evals"] else None)
-    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_history(out_dir: str | Path) -> dict:
