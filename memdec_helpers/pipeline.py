@@ -21,6 +21,8 @@ from .core.mixing import perplexity
 from .core.results import decoder_rows, results_table
 from .core.windows import WindowSpec
 from .lessons.notebook import check_parameters
+from .planning.lesson_settings import AblationSettings
+from .planning.lesson_settings import ablation_settings as derive_ablation_settings
 from .planning.plan import format_plan, make_plan, summary
 from .profiles import (PROFILE_NAMES, Profile, auto_choice, check_overrides, is_yaml_path,
                        load_profile, parse_memdec_init)
@@ -413,6 +415,14 @@ def ablation_profile(profile: Profile, **knobs: Any) -> Profile:
     schedule = dict(train_steps=steps, train_batch_size=profile.ablation_batch_size,
                     warmup_steps=max(1, steps // 8), eval_every=steps)
     return dataclasses.replace(profile, **{**schedule, **knobs})
+
+
+def ablation_settings(profile: Profile, **overrides: Any) -> AblationSettings:
+    """Lesson 06's variants (target k's and τ's, datastore sizes, kNN-LM grid), derived from the
+    profile and the sizes of its capped splits; `overrides` (None = derived) replace them."""
+    tokens = corpus(profile)
+    return derive_ablation_settings(profile, len(tokens["train"]), len(tokens["validation"]),
+                                    **overrides)
 
 
 ABLATION = "ablation"  # the label of every short run's folder: ablation-<its key>

@@ -7,8 +7,8 @@
 """
 from __future__ import annotations
 
-import json
 from typing import Any
+
 GB = 1e9
 
 
@@ -32,35 +32,9 @@ KNOWN_CORPORA = {  # GPT-2 tokens of train / validation / test
     "wikitext-103": (118_000_000, 247_000, 280_000), "wikitext-2": (2_400_000, 247_000, 280_000)}
 
 
-ABLATIONS = {"BETAS": [0.0, 0.25, 0.5, 0.75, 1.0], "TARGET_KS": [16, 64, 256],
-             "TARGET_TAUS": [1.0, 3.0, 10.0], "TRAIN_TOKENS": [20_000, 40_000, 80_000],
-             "K_GRID": [1, 4, 16, 64, 256], "TEMPERATURE_GRID": [1.0, 3.0, 10.0, 30.0, 100.0],
-             "QUERIES": 4000}  # lesson 06's parameters (read from it if present)
-
-
 def corpus_tokens(profile: Any) -> tuple[int, int] | None:
     """(train tokens, tokens of one held-out split): the caps, else a known corpus's size."""
     known = next((v for k, v in KNOWN_CORPORA.items() if k in profile.domain_corpus), None)
     train = profile.max_train_tokens or (known[0] if known else None)
     held = profile.max_eval_tokens or (min(known[1:]) if known else None)
     return (int(train), int(held)) if train and held else None
-
-
-def lesson_parameters(lesson: str = "06", defaults: dict = ABLATIONS) -> dict[str, Any]:
-    """A lesson's `parameters` cell values (literals only), over `defaults`."""
-    import ast
-
-    from ..stages.store import project_root
-
-    root = project_root()
-    found = sorted((root / "notebooks").glob(f"{lesson}_*.ipynb")) if root else []
-    values = dict(defaults)
-    for cell in json.loads(found[0].read_text())["cells"] if found else []:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            for node in ast.parse("".join(cell["source"])).body:
-                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-                    try:
-                        values[node.targets[0].id] = ast.literal_eval(node.value)
-                    except ValueError:
-                        pass
-    return values

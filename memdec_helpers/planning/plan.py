@@ -15,8 +15,9 @@ from ..core.search import key_bytes
 from ..runtime.devices import DEVICE_SHARE
 from ..runtime.search import exact_search_fits
 from .costs import (DOWNLOADS, GB, HOST_BASELINE, HOST_FLOPS, RATES, RERANK_BYTES, TOPK_BYTES,
-                    corpus_tokens, lesson_parameters)
+                    corpus_tokens)
 from .devices import DeviceSpec, this_device
+from .lesson_settings import AblationSettings, ablation_settings
 from .shapes import config_shape, forward_flops, memdec_shape, model_shape
 
 
@@ -233,7 +234,7 @@ def course_stages(w: Workload) -> list[Stage]:
                     p.train_batch_size, evals),
         forward_stage(w, "DAPT log-probs (val, test, general test)", "04", base0, 3 * e),
         Stage("decoding demo (base, + MemDec, + kNN-LM)", "05", 30.0, *w_memory(w, 0.0)),
-        *ablation_stages(w, lesson_parameters("06")),
+        *ablation_stages(w, ablation_settings(p, w.train, e)),
     ]
 
 
@@ -256,16 +257,16 @@ def targets_stages(w: Workload, name: str, lesson: str, k: int, settings: int = 
     return out
 
 
-def ablation_stages(w: Workload, abl: dict[str, Any]) -> list[Stage]:
+def ablation_stages(w: Workload, abl: AblationSettings) -> list[Stage]:
     """Lesson 06: short runs (β x seeds, target k and τ, datastore sizes, decoder shapes), each
     trained for `ablation_steps` and scored on validation and test; the targets they need; the
     kNN-LM grid over a sample of validation queries."""
     p, e, mem, base0 = w.profile, w.held, w.memdec, w.bases[0]
     sequences = p.ablation_steps * p.ablation_batch_size * p.grad_accum
-    sizes = [t for t in abl["TRAIN_TOKENS"] if t < w.train]
-    other_ks = [k for k in abl["TARGET_KS"] if k != p.k]
-    other_taus = [t for t in abl["TARGET_TAUS"] if t != p.knn_temperature]
-    runs = len(abl["BETAS"]) * p.ablation_seeds + len(other_ks) + len(other_taus) + len(sizes)
+    sizes = [t for t in abl.train_tokens if t < w.train]
+    other_ks = [k for k in abl.target_ks if k != p.k]
+    other_taus = [t for t in abl.target_taus if t != p.knn_temperature]
+    runs = len(abl.betas) * p.ablation_seeds + len(other_ks) + len(other_taus) + len(sizes)
     scratch = config_shape({"n_layer": 1, "n_embd": base0.width, "vocab_size": base0.vocab,
                             "n_positions": p.context_length})
     out = [train_stage(w, "ablation trainings (short runs)", "06", mem, sequences,
@@ -288,8 +289,8 @@ def ablation_stages(w: Workload, abl: dict[str, Any]) -> list[Stage]:
         out.append(forward_stage(w, f"ablation base 0 log-probs ({t:,}-token run)", "06", base0,
                                  2 * e))
     out.append(search_stage(w, "kNN-LM grid (k, tau) on validation queries", "06",
-                            min(abl["QUERIES"], e), max(*abl["K_GRID"], p.k),
-                            temperatures=len(abl["K_GRID"]) * len(abl["TEMPERATURE_GRID"])))
+                            min(abl.queries, e), max(*abl.k_grid, p.k),
+                            temperatures=len(abl.k_grid) * len(abl.temperature_grid)))
     return out
 
 
