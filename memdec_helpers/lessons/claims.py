@@ -141,3 +141,13 @@ def _show(markdown: str, display: Any = None) -> None:
         ipy_display(Markdown(markdown))
         return
     display(markdown)
+
+
+def at_edge(value: Any, grid: Sequence[Any]) -> str:
+    """' (at the edge of its grid: ...)' when the chosen `value` is the grid's first or last
+    entry (a value beyond it might do better), else ''."""
+    grid = sorted(grid)
+    if len(grid) > 1 and value in (grid[0], grid[-1]):
+        side = "largest" if value == grid[-1] else "smallest"
+        return f" (the {side} value tried: the grid's edge, one beyond it might do better)"
+    return ""
