@@ -86,7 +86,7 @@ def bench_training(profile, model, tokens, targets, steps: int = 3) -> dict:
         loss = memdec_loss(logits, batch["target_ids"], batch["target_probs"], batch["labels"], 0.5)[0]
         opt.zero_grad(); loss.backward(); opt.step()
 
-    def one_position_step():  # the seed: one supervised (last) position per 128-token forward
+    def one_position_step():  # a naive first version: one supervised (last) position per 128-token forward
         logits = model(batch["input_ids"][:1]).logits[:, -1:]
         loss = memdec_loss(logits, batch["target_ids"][:1, -1:], batch["target_probs"][:1, -1:],
                            batch["labels"][:1, -1:], 0.5)[0]

@@ -1,4 +1,4 @@
-"""kNN distributions against a plain dict-loop reference (the seed notebook's approach)."""
+"""kNN distributions against a plain dict-loop reference (a naive first version's approach)."""
 import math
 from collections import defaultdict
 

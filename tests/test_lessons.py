@@ -54,7 +54,7 @@ def test_lesson_03_shows_the_tested_loss_and_loop():
     cells = "\n".join(code_cells(next(p for p in LESSONS if p.name.startswith("03"))))
     for function in (plain_training.plain_memdec_loss, plain_training.plain_train):
         assert inspect.getsource(function) in cells, f"copy {function.__name__} verbatim"
-    assert "seed_bug=True" in cells
+    assert "kl_without_gradient=True" in cells
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name[:2])

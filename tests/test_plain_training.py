@@ -1,5 +1,5 @@
 """Lesson 03's plain loss and loop compute what the package's memdec_loss and trainer compute;
-the seed's float() KL has the right value and no gradient, and training with it learns less."""
+the float() bug's KL (kl_without_gradient) has the right value and no gradient, and training with it learns less."""
 from dataclasses import replace
 
 import numpy as np
@@ -46,10 +46,10 @@ def test_plain_loss_equals_memdec_loss_with_its_gradient(beta):
     torch.testing.assert_close(grad_plain, grad_package, rtol=1e-5, atol=1e-7)
 
 
-def test_seed_bug_keeps_the_value_and_loses_the_kl_gradient():
+def test_kl_without_gradient_keeps_the_value_and_loses_the_kl_gradient():
     logits, ids, probs, labels = random_loss_inputs(1)
     loss, kl, ce = plain_memdec_loss(logits, ids, probs, labels, 0.5)
-    bug_loss, bug_kl, bug_ce = plain_memdec_loss(logits, ids, probs, labels, 0.5, seed_bug=True)
+    bug_loss, bug_kl, bug_ce = plain_memdec_loss(logits, ids, probs, labels, 0.5, kl_without_gradient=True)
     torch.testing.assert_close(bug_loss, loss)  # the printed loss looks right
     assert not bug_kl.requires_grad and kl.requires_grad
     grad_bug, = torch.autograd.grad(bug_loss, logits)
@@ -85,7 +85,7 @@ def batch_kl(model, tokens, targets) -> float:
                              1.0)[1].item()
 
 
-def test_training_with_the_seed_bug_does_not_learn_the_knn_targets(short):
+def test_training_with_the_float_bug_does_not_learn_the_knn_targets(short):
     """Targets that disagree with the next token (a relabelled stream): only the KL term can
     teach them, and the buggy run has none."""
     profile, tokens, _ = short
@@ -94,7 +94,7 @@ def test_training_with_the_seed_bug_does_not_learn_the_knn_targets(short):
     correct, buggy = make_gpt2(), make_gpt2()
     before = batch_kl(make_gpt2(), tokens, targets)
     plain_train(correct, tokens, targets, profile)
-    bug_history = plain_train(buggy, tokens, targets, profile, seed_bug=True)
+    bug_history = plain_train(buggy, tokens, targets, profile, kl_without_gradient=True)
     assert bug_history[-1]["ce"] < bug_history[0]["ce"]  # it still learns the next token
     after_correct, after_bug = batch_kl(correct, tokens, targets), batch_kl(buggy, tokens, targets)
     # measured: 3.53 before, 3.30 with the correct loss, 3.60 with the bug

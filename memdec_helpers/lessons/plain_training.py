@@ -3,7 +3,8 @@
 Lesson 03's cells are copies of `plain_memdec_loss` and `plain_train`. The tests check that
 they compute what `memdec.memdec_loss` and `train.train_memory_decoder` compute (same batches,
 optimizer, schedule and clipping), so the package's trainer adds only resume, mixed precision,
-validation and files. `seed_bug=True` reproduces the seed notebook's `float()` KL.
+validation and files. `kl_without_gradient=True` reproduces the `float()` bug of a naive first
+version: the KL term's log-probs read out as Python numbers, the right value and no gradient.
 """
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ from ..runtime.training import batch_sequences, lr_factor, make_batch, make_opti
 
 def plain_memdec_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
                       labels: torch.Tensor, beta: float,
-                      seed_bug: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      kl_without_gradient: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, kl, ce): β·KL(p_kNN ‖ p_Mem) + (1−β)·CE, means over all positions (no ignored
     labels); sparse targets [B, T, m] with probability 0 on padding."""
     log_q = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V] log p_Mem
     log_q_at_targets = log_q.gather(-1, target_ids)  # [B, T, m] log p_Mem of the kNN tokens
-    if seed_bug:  # the seed's bug: log-probs read out as Python floats (its float(), here .tolist())
+    if kl_without_gradient:  # the float() bug: log-probs read out as Python numbers (.tolist())
         log_q_at_targets = torch.tensor(log_q_at_targets.tolist(), device=logits.device)
     p = target_probs.float()  # [B, T, m] p_kNN
     log_p = torch.where(p > 0, p.log(), torch.zeros_like(p))  # 0 · log 0 = 0 on padding
@@ -34,7 +35,7 @@ def plain_memdec_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_pro
 
 
 def plain_train(model: Any, tokens: np.ndarray, targets: Any, profile: Any,
-                steps: int | None = None, seed_bug: bool = False) -> list[dict]:
+                steps: int | None = None, kl_without_gradient: bool = False) -> list[dict]:
     """Train `model` in place for `steps` (default: profile.train_steps) of the profile's
     schedule; the loss, kl and ce of every step (last micro-batch)."""
     seed_everything(profile.seed)
@@ -53,7 +54,7 @@ def plain_train(model: Any, tokens: np.ndarray, targets: Any, profile: Any,
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
             logits = model(batch["input_ids"]).logits  # [b, L, V]
             loss, kl, ce = plain_memdec_loss(logits, batch["target_ids"], batch["target_probs"],
-                                             batch["labels"], profile.beta, seed_bug)
+                                             batch["labels"], profile.beta, kl_without_gradient)
             (loss / profile.grad_accum).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), profile.grad_clip)
         optimizer.step()

@@ -161,7 +161,7 @@ LOSS_TERMS = {"loss": "loss = β·KL + (1−β)·CE", "kl": "KL(p_kNN ‖ p_Mem)
 def compare_runs(runs: dict[str, list[dict]], keys: Sequence[str] = ("kl", "ce"),
                  title: str = "") -> Any:
     """One panel per loss term (loss, kl, ce), one curve per run: per-step records of
-    training runs (e.g. the correct loss against the seed's float() bug)."""
+    training runs (e.g. the correct loss against the float() bug)."""
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, history in runs.items():
