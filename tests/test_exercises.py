@@ -1,6 +1,9 @@
-"""Exercises: every check accepts its solution, prints a hint for a stub (and answers it with
-the solution when MEMDEC_SOLUTIONS=1), and rejects typical wrong answers saying what is wrong."""
-import faiss
+"""Exercises: every check accepts its solution, says "not answered yet" for a stub without the
+hint (answering it with the solution when MEMDEC_SOLUTIONS=1), gives the hint only on request,
+and rejects a wrong answer of each typical kind with a message naming the mistake."""
+import math
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +11,14 @@ import torch
 from conftest import VOCAB, make_gpt2
 from memdec_helpers.lessons import exercises as ex
 from memdec_helpers.lessons import solutions
-from memdec_helpers.runtime.keys import extract_keys
-from memdec_helpers.core.knn import knn_token_logprobs
+from memdec_helpers.core.knn import knn_distribution
+from memdec_helpers.core.targets import drop_self
 from memdec_helpers.core.windows import plan_windows
+from memdec_helpers.lessons.exercise_kit import vote
+from memdec_helpers.lessons.exercises_data import target_row_reference
+from memdec_helpers.lessons.plain_training import plain_memdec_loss
+from memdec_helpers.runtime.keys import extract_keys
+from memdec_helpers.runtime.training import make_batch, sequence_starts
 
 RNG = np.random.default_rng(0)
 
@@ -29,14 +37,6 @@ def perplexity_case():
     return {"logprobs": lp}, [(np.exp(mean), "MINUS"), (-mean, "exponentiate"),
                               (2.0 ** -mean, "natural"), (summed, "MEAN"),
                               (np.exp(-lp), "one number"), (12.3, "expected"), ("12", "one number")]
-
-
-def values_case():
-    tokens = RNG.integers(0, VOCAB, 300)
-    positions = RNG.integers(0, 297, 50)
-    context = {"vals": tokens[1:].astype(np.int32), "tokens": tokens, "positions": positions}
-    return context, [(tokens[positions], "off by one"), (tokens[positions + 2], "differ"),
-                     (tokens[:10], "shape")]
 
 
 def key_case():
@@ -76,19 +76,6 @@ def knn_row_case():
         (lambda *a: [0.5, 0.5], "dict"), (42, "function")]
 
 
-def sparse_kl_case():
-    g = torch.Generator().manual_seed(0)
-    logits, ids = torch.randn(VOCAB, generator=g), torch.randperm(VOCAB, generator=g)[:6]
-    p = torch.tensor([0.5, 0.2, 0.15, 0.15, 0.0, 0.0])  # two padding entries
-    log_q = torch.log_softmax(logits.double(), -1)
-    right = solutions.sparse_kl_by_hand(logits, ids, p)
-    cross = float(-(p[:4].double() * log_q[ids[:4]]).sum())
-    with_padding = float((p.double() * (p.double().log() - log_q[ids])).sum())  # 0 · log 0
-    return {"logits": logits, "target_ids": ids, "target_probs": p}, [
-        (-right, "sign"), (cross, "cross-entropy"), (with_padding, "p > 0"),
-        (p.double() * log_q[ids], "one number"), (right + 0.5, "expected")]
-
-
 def alpha_case():
     base, mem = np.log(RNG.uniform(0.01, 0.5, 400)), np.log(RNG.uniform(0.01, 0.9, 400))
     grid = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -103,42 +90,227 @@ def alpha_case():
                      ((ppls[:3], best), "one perplexity per"), (best, "pair")]
 
 
-def cost_case():
-    cost = {"base 0": 2.0, "base 0 + MemDec": 3.0, "base 0 + kNN-LM": 6.0, "base 1": 4.0,
-            "base 1 + MemDec": 5.0}
-    right = solutions.relative_cost(cost)
-    return {"cost": cost}, [({k: 1 / v for k, v in right.items()}, "other way"),
-                            ({"base 0 + MemDec": 1.5}, "one ratio per add-on"),
-                            ({k: cost[k] - cost[k.split(" + ")[0]] for k in right}, "expected"),
-                            ([1.5, 3.0, 1.25], "dict")]
 
 
-def first_k_case():
-    keys = RNG.normal(size=(500, 8)).astype(np.float32)
-    queries = RNG.normal(size=(60, 8)).astype(np.float32)
-    vals, next_tokens = RNG.integers(0, 6, 500), RNG.integers(0, 6, 60)
-    index = faiss.IndexFlatL2(8)
-    index.add(keys)
-    distances, rows = index.search(queries, 32)  # the big search
-    d8, r8 = index.search(queries[:40], 8)  # a fresh 8-NN search of the first 40 queries
-    fresh = knn_token_logprobs(d8, vals[r8], next_tokens[:40], 2.0)
-    tokens = vals[rows]
-    every = knn_token_logprobs(distances[:40], tokens[:40], next_tokens[:40], 2.0)
-    wrong_columns = knn_token_logprobs(distances[:40, :8], tokens[:40, 8:16], next_tokens[:40], 2.0)
-    context = {"fresh": fresh, "distances": distances, "tokens": tokens, "next_tokens": next_tokens,
-               "temperature": 2.0, "k": 8}
-    return context, [(every, "all 32 columns"), (wrong_columns, "BOTH"), (fresh[:10], "shape")]
+# --- target_row (02) -----------------------------------------------------------------------
+
+def target_case():
+    vals = RNG.integers(0, 6, 400)
+    position = 57
+    rows = np.array([57, 3, 120, 8, 300, 41, 77, 210, 19])  # k + 1 = 9, the query first
+    vals[3] = vals[57]  # a neighbour that shares the query's next token
+    d = np.r_[0.0, np.sort(RNG.uniform(0.5, 4.0, 8))]
+    context = {"distances_row": d, "rows_row": rows, "position": position, "vals": vals,
+               "temperature": 1.5}
+
+    def by_mask(choose):
+        def target_row(distances_row, rows_row, position, vals, temperature):
+            keep = choose(distances_row, rows_row, position, vals)
+            return vote(distances_row[keep], vals[rows_row[keep]], temperature)
+        return target_row
+
+    first = by_mask(lambda d, r, pos, v: np.arange(len(r)) > 0)
+    nothing = by_mask(lambda d, r, pos, v: np.ones(len(r), bool))
+    zero = by_mask(lambda d, r, pos, v: d > 0)
+    token = by_mask(lambda d, r, pos, v: v[r] != v[pos])
+    no_farthest = by_mask(lambda d, r, pos, v: r != pos)
+
+    def forgot_return(distances_row, rows_row, position, vals, temperature):
+        vote(distances_row, vals[rows_row], temperature)
+
+    return context, [(first, "FIRST hit"), (nothing, "nothing was left out"),
+                     (zero, "distance 0"), (token, "value is the query's next token"),
+                     (no_farthest, "drop the farthest"), (lambda *a: [0.5, 0.5], "dict"),
+                     (forgot_return, "returned nothing"), (42, "function")]
 
 
-CASES = {"perplexity_by_hand": perplexity_case, "datastore_values": values_case,
-         "datastore_key": key_case, "knn_row": knn_row_case, "sparse_kl_by_hand": sparse_kl_case,
-         "choose_alpha": alpha_case, "relative_cost": cost_case, "first_k_columns": first_k_case}
-STUBS = {"knn_row": unanswered_function, "choose_alpha": (..., ...)}
+def test_target_row_reference_is_the_packages_drop_self_and_knn_distribution():
+    rng = np.random.default_rng(3)
+    vals = rng.integers(0, 8, 200)
+    for trial in range(20):
+        rows = rng.choice(200, 9, replace=False)
+        position = int(rows[trial % 9]) if trial % 4 else 199  # every 4th: not retrieved
+        d = np.sort(rng.uniform(0, 3, 9))
+        kept_d, kept_rows = drop_self(d[None], rows[None], np.array([position]))
+        ids, probs = knn_distribution(torch.as_tensor(kept_d), torch.as_tensor(vals[kept_rows]), 1.5)
+        package = {int(t): float(p) for t, p in zip(ids[0], probs[0]) if p > 0}
+        mine = target_row_reference(d, rows, position, vals, 1.5)
+        assert mine.keys() == package.keys()
+        assert all(abs(mine[t] - package[t]) < 1e-9 for t in mine)
+
+
+# --- memdec_loss_by_hand (03) --------------------------------------------------------------
+
+def loss_case():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, VOCAB, generator=g, requires_grad=True)
+    ids = torch.stack([torch.randperm(VOCAB, generator=g)[:4] for _ in range(10)]).view(2, 5, 4)
+    probs = torch.rand(2, 5, 4, generator=g)
+    probs = probs / probs.sum(-1, keepdim=True)  # no padding in the lesson's batch
+    labels = torch.randint(0, VOCAB, (2, 5), generator=g)
+    context = {"logits": logits, "target_ids": ids, "target_probs": probs, "labels": labels,
+               "beta": 0.5}
+
+    def loss(kl_of, ce_of=lambda lq, y: -lq.gather(-1, y[..., None]).mean(), weigh=None):
+        def memdec_loss_by_hand(log_probs, target_ids, target_probs, labels, beta):
+            kl, ce = kl_of(log_probs, target_ids, target_probs), ce_of(log_probs, labels)
+            return weigh(beta, kl, ce) if weigh else beta * kl + (1 - beta) * ce
+        return memdec_loss_by_hand
+
+    def safe_log(p):
+        return torch.where(p > 0, p.log(), torch.zeros_like(p))
+
+    def right_kl(lq, i, p):
+        return (p * (safe_log(p) - lq.gather(-1, i))).sum(-1).mean()
+
+    def detached_kl(lq, i, p):  # the float() bug: the gathered log-probs as Python numbers
+        at = torch.tensor(lq.gather(-1, i).tolist(), dtype=lq.dtype)
+        return (p * (safe_log(p) - at)).sum(-1).mean()
+
+    def as_float(log_probs, target_ids, target_probs, labels, beta):
+        return float(loss(right_kl)(log_probs, target_ids, target_probs, labels, beta))
+
+    wrongs = [
+        (loss(lambda lq, i, p: (lq.gather(-1, i).exp() * (lq.gather(-1, i) - safe_log(p))).sum(-1).mean()),
+         "reversed"),
+        (loss(lambda lq, i, p: -(p * lq.gather(-1, i)).sum(-1).mean()), "soft cross-entropy"),
+        (loss(lambda lq, i, p: (p * (safe_log(p) - lq.gather(-1, i).exp())).sum(-1).mean()),
+         "use log-probabilities"),
+        (loss(lambda lq, i, p: (p * (p.log() - lq.gather(-1, i))).sum(-1).mean()), "nan"),
+        (loss(detached_kl), "float() bug"),
+        (as_float, "NO gradient"),
+        (loss(lambda lq, i, p: (p * (safe_log(p) - lq.gather(-1, i))).sum()), "do not sum"),
+        (loss(right_kl, weigh=lambda b, kl, ce: b * ce + (1 - b) * kl), "β weighs the KL"),
+        (loss(lambda lq, i, p: -right_kl(lq, i, p)), "sign"),
+        (loss(right_kl, ce_of=lambda lq, y: lq.gather(-1, y[..., None]).mean()), "MINUS"),
+        (lambda lq, i, p, y, b: (b * right_kl(lq, i, p), 0.0), "tuple"),
+    ]
+    return context, wrongs
+
+
+def test_the_loss_check_accepts_the_lessons_plain_loss():
+    context, _ = loss_case()
+
+    def from_plain(log_probs, target_ids, target_probs, labels, beta):  # log_softmax is idempotent
+        return plain_memdec_loss(log_probs, target_ids, target_probs, labels, beta)[0]
+    ex.check("memdec_loss_by_hand", from_plain, **context)
+
+
+# --- training_step (03) --------------------------------------------------------------------
+
+STEP_PROFILE = SimpleNamespace(beta=0.5, grad_clip=1.0, learning_rate=3e-3, weight_decay=0.01,
+                               warmup_steps=2, train_steps=10)
+
+
+def step_case():
+    tokens = np.random.default_rng(1).integers(0, VOCAB, 300)
+    m = 4
+    ids = np.stack([np.random.default_rng(i).choice(VOCAB, m, replace=False) for i in range(len(tokens))])
+    probs = np.full((len(tokens), m), 1 / m, dtype=np.float32)
+    batch = make_batch(tokens, ids, probs, sequence_starts(len(tokens), 32)[:2], 32)
+    context = {"model": make_gpt2(), "batch": batch, "profile": STEP_PROFILE}
+
+    def step(order, beta=None, kl_without_gradient=False):
+        def training_step(model, batch, optimizer, schedule, b, grad_clip):
+            loss = None
+            for call in order:
+                if call == "forward":
+                    logits = model(batch["input_ids"]).logits
+                    loss = plain_memdec_loss(logits, batch["target_ids"], batch["target_probs"],
+                                             batch["labels"], b if beta is None else beta,
+                                             kl_without_gradient)[0]
+                elif call == "backward":
+                    loss.backward()
+                elif call == "clip":
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                elif call == "step":
+                    optimizer.step()
+                elif call == "schedule":
+                    schedule.step()
+                elif call == "zero_grad":
+                    optimizer.zero_grad()
+            return loss.item() if loss is not None else None
+        return training_step
+
+    full = ["forward", "backward", "clip", "step", "schedule", "zero_grad"]
+    without = lambda call: [c for c in full if c != call]  # noqa: E731
+    return context, [
+        (step(without("zero_grad")), "zero_grad"),
+        (step(without("backward")), "no loss.backward()"),
+        (step(["zero_grad", "forward", "step", "backward", "clip", "schedule"]), "before loss.backward()"),
+        (step(without("clip")), "clip"),
+        (step(without("schedule")), "schedule.step()"),
+        (step(["forward", "backward", "clip", "zero_grad", "step", "schedule"]), "gradients were gone"),
+        (step(["forward", "backward", "clip", "schedule", "step", "zero_grad"]), "schedule.step() comes before"),
+        (step(full, beta=1.0), "the step's loss"),
+        (step(full, kl_without_gradient=True), "moved differently"),
+        (step([]), "returned nothing"),
+    ]
+
+
+def test_the_step_check_leaves_the_lessons_model_untouched():
+    context, _ = step_case()
+    before = {k: v.clone() for k, v in context["model"].state_dict().items()}
+    ex.check("training_step", solutions.training_step(), **context)
+    after = context["model"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# --- mix_next_token (04) -------------------------------------------------------------------
+
+def mix_case():
+    g = torch.Generator().manual_seed(2)
+    base, mem = 3 * torch.randn(VOCAB, generator=g), 3 * torch.randn(VOCAB, generator=g)
+    context = {"base_logits": base, "memdec_logits": mem, "alpha": 0.3}
+    ls = lambda z: torch.log_softmax(z, -1)  # noqa: E731
+
+    def in_probability_space(b, m, a):  # float32 probabilities: e^-2000 underflows to 0
+        return torch.log(a * torch.softmax(m, -1) + (1 - a) * torch.softmax(b, -1))
+
+    return context, [
+        (lambda b, m, a: a * ls(m) + (1 - a) * ls(b), "LOG-probabilities linearly"),
+        (lambda b, m, a: torch.logaddexp(math.log(a) + ls(b), math.log1p(-a) + ls(m)), "swapped"),
+        (lambda b, m, a: torch.logaddexp(math.log(a) + m, math.log1p(-a) + b), "log_softmax each"),
+        (in_probability_space, "underflows"),
+        (lambda b, m, a: a * torch.softmax(m, -1) + (1 - a) * torch.softmax(b, -1), "not probabilities"),
+        (lambda b, m, a: ls(a * m + (1 - a) * b), "mixing logits"),
+        (lambda b, m, a: [0.0] * VOCAB, "tensor"),
+        (lambda b, m, a: ls(m)[:10], "one log-probability per"),
+    ]
+
+
+# --- plugs_in (05) -------------------------------------------------------------------------
+
+def plug_case():
+    from transformers import GPT2Config
+    memdec = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2)
+    base = GPT2Config(vocab_size=VOCAB, n_embd=48, n_layer=3, n_head=2)
+    vocab = {f"t{i}": i for i in range(VOCAB)}
+    context = {"memdec_config": memdec, "base_config": base, "memdec_vocab": vocab,
+               "base_vocab": dict(vocab)}
+    return context, [
+        (lambda mc, bc, mv, bv: mc.vocab_size == bc.vocab_size, "swap ids"),
+        (lambda mc, bc, mv, bv: mv == bv, "64 more rows (padding)"),
+        (lambda mc, bc, mv, bv: mv == bv and mc.n_embd == bc.n_embd, "never hidden states"),
+        (lambda mc, bc, mv, bv: True, "64 more tokens"),
+        (lambda mc, bc, mv, bv: "yes", "True or False"),
+    ]
+
+
+CASES = {"perplexity_by_hand": perplexity_case, "datastore_key": key_case, "knn_row": knn_row_case,
+         "target_row": target_case, "memdec_loss_by_hand": loss_case, "training_step": step_case,
+         "choose_alpha": alpha_case, "mix_next_token": mix_case, "plugs_in": plug_case}
+STUBS = {"knn_row": unanswered_function, "target_row": unanswered_function,
+         "memdec_loss_by_hand": unanswered_function, "training_step": unanswered_function,
+         "mix_next_token": unanswered_function, "plugs_in": unanswered_function,
+         "choose_alpha": (..., ...)}
+METHOD = {"target_row", "memdec_loss_by_hand", "training_step", "mix_next_token"}  # issue 18
 
 
 def test_every_exercise_is_tested_and_has_a_solution():
     assert set(CASES) == set(ex.EXERCISES)
     assert all(callable(getattr(solutions, name, None)) for name in ex.EXERCISES)
+    assert METHOD <= set(ex.EXERCISES)  # the learner writes the loss, the step, a target, the mix
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -147,21 +319,29 @@ def test_the_solution_passes(name, capsys, monkeypatch):
     context, _ = CASES[name]()
     assert ex.check(name, ex.solution(name, **context), **context) is None  # shows no value
     out = capsys.readouterr().out
-    assert out.startswith("✓ ") and "memdec_helpers.solutions" not in out
+    assert out.startswith("✓ ") and "lessons.solutions" not in out
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_a_stub_prints_a_hint_or_runs_the_solution_in_solutions_mode(name, capsys, monkeypatch):
+def test_a_stub_says_how_to_get_a_hint_or_runs_the_solution_in_solutions_mode(name, capsys,
+                                                                              monkeypatch):
     context, _ = CASES[name]()
     stub = STUBS.get(name, ...)
     monkeypatch.delenv(ex.SOLUTIONS_ENV, raising=False)
     ex.check(name, stub, **context)  # no failure: the lesson still runs
     out = capsys.readouterr().out
-    assert "not answered yet" in out and "Hint:" in out and ex.EXERCISES[name].hint in out
+    assert f"not answered yet — ex.hint({name!r}) for a hint" in out
+    assert ex.EXERCISES[name].hint not in out and "Hint" not in out  # hints only on request
     monkeypatch.setenv(ex.SOLUTIONS_ENV, "1")
     ex.check(name, stub, **context)
     out = capsys.readouterr().out
-    assert out.startswith("✓ ") and "(the answer of memdec_helpers.solutions)" in out
+    assert out.startswith("✓ ") and "(the answer of memdec_helpers.lessons.solutions)" in out
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_hint_is_printed_on_request(name, capsys):
+    ex.hint(name)
+    assert capsys.readouterr().out == f"Hint for {name!r}: {ex.EXERCISES[name].hint}.\n"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -187,6 +367,8 @@ def test_the_results_table_alpha_is_checked_too(capsys):
 def test_unknown_exercise_is_refused():
     with pytest.raises(ValueError, match="no exercise 'nope'; exercises: choose_alpha"):
         ex.check("nope", 1)
+    with pytest.raises(ValueError, match="no exercise 'nope'"):
+        ex.hint("nope")
 
 
 def test_half_precision_tensors_are_accepted(capsys):
@@ -194,3 +376,17 @@ def test_half_precision_tensors_are_accepted(capsys):
     key = torch.linspace(-3, 3, 32)
     ex.check("datastore_key", key.numpy(), stored_key=key.bfloat16())
     assert capsys.readouterr().out.startswith("✓ ")
+
+
+def test_stub_functions_are_told_from_answers():
+    from memdec_helpers.lessons.exercise_kit import is_stub
+
+    def documented():
+        """A docstring, then the stub."""
+        ...
+
+    def passes():
+        pass
+
+    assert is_stub(unanswered_function) and is_stub(documented) and is_stub(passes)
+    assert not is_stub(lambda x: x) and not is_stub(solutions.knn_row()) and not is_stub(len)

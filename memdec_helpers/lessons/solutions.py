@@ -1,4 +1,4 @@
-"""Solutions to the exercises of memdec_helpers.exercises, kept apart from the lessons.
+"""Solutions to the exercises of memdec_helpers.lessons.exercises, kept apart from the lessons.
 
 Each function is named after its exercise, takes (some of) the keyword context the lesson
 passes to `check`, and returns the answer a learner should have written. They are written the
@@ -6,23 +6,18 @@ way a learner would, by hand, not with the package's vectorised functions.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..core.knn import knn_token_logprobs
 from ..core.windows import plan_windows
 
 
 def perplexity_by_hand(logprobs: Any) -> float:
     """exp(−mean log-prob), the mean in float64."""
     return float(np.exp(-np.mean(logprobs, dtype=np.float64)))
-
-
-def datastore_values(tokens: Any, positions: Any) -> np.ndarray:
-    """The value of position i is the token that follows it."""
-    return np.asarray(tokens)[np.asarray(positions) + 1]
 
 
 def datastore_key(model: Any, tokens: Any, position: int, context_length: int,
@@ -58,15 +53,6 @@ def knn_row() -> Callable[[Any, Any, float], dict[int, float]]:
     return _knn_row
 
 
-def sparse_kl_by_hand(logits: Any, target_ids: Any, target_probs: Any) -> float:
-    """Σ over entries with p > 0 of p · (log p − log q[id]), q = softmax(logits)."""
-    log_q = torch.log_softmax(torch.as_tensor(logits).detach().double(), dim=-1)  # [V]
-    p = torch.as_tensor(target_probs).double()  # [m]
-    ids = torch.as_tensor(target_ids)  # [m]
-    used = p > 0
-    return (p[used] * (p[used].log() - log_q[ids[used]])).sum().item()
-
-
 def choose_alpha(base_logprobs: Any, memdec_logprobs: Any, grid: Any) -> tuple[list[float], float]:
     """(perplexity of the mixture for every α, the α with the lowest one)."""
     base = np.asarray(base_logprobs, dtype=np.float64)
@@ -77,14 +63,78 @@ def choose_alpha(base_logprobs: Any, memdec_logprobs: Any, grid: Any) -> tuple[l
     return ppls, grid[int(np.argmin(ppls))]
 
 
-def relative_cost(cost: dict[str, float]) -> dict[str, float]:
-    """ms/token of each add-on over ms/token of its base model alone."""
-    return {name: cost[name] / cost[name.split(" + ")[0]] for name in cost if " + " in name}
+def _target_row(distances_row: Any, rows_row: Any, position: int, vals: Any,
+                temperature: float) -> dict[int, float]:
+    """Leave out the neighbour whose row is `position` (the farthest when it was not
+    retrieved), then the kNN vote of the rest."""
+    keep = [row != position for row in rows_row]
+    if all(keep):
+        keep[-1] = False
+    distances = np.asarray(distances_row, dtype=np.float64)[keep]
+    tokens = np.asarray(vals)[np.asarray(rows_row)[keep]]
+    return _knn_row(distances, tokens, temperature)
 
 
-def first_k_columns(fresh: Any, distances: Any, tokens: Any, next_tokens: Any,
-                    temperature: float, k: int) -> np.ndarray:
-    """log p_kNN of the first len(fresh) queries from the first k columns of the search."""
-    n = len(fresh)
-    return knn_token_logprobs(np.asarray(distances)[:n, :k], np.asarray(tokens)[:n, :k],
-                              np.asarray(next_tokens)[:n], temperature)
+def target_row() -> Callable[..., dict[int, float]]:
+    """The answer is a function."""
+    return _target_row
+
+
+def _memdec_loss_by_hand(log_probs: torch.Tensor, target_ids: torch.Tensor,
+                         target_probs: torch.Tensor, labels: torch.Tensor,
+                         beta: float) -> torch.Tensor:
+    """β·KL(p ‖ q) + (1−β)·CE, each a mean over positions, from log q [B, T, V]."""
+    p = target_probs.to(log_probs.dtype)  # [B, T, m]
+    log_q_at_targets = log_probs.gather(-1, target_ids)  # [B, T, m]
+    log_p = torch.where(p > 0, p.log(), torch.zeros_like(p))  # 0 · log 0 = 0 on padding
+    kl = (p * (log_p - log_q_at_targets)).sum(-1).mean()
+    ce = -log_probs.gather(-1, labels[..., None]).mean()
+    return beta * kl + (1 - beta) * ce
+
+
+def memdec_loss_by_hand() -> Callable[..., torch.Tensor]:
+    """The answer is a function."""
+    return _memdec_loss_by_hand
+
+
+def _training_step(model: Any, batch: dict, optimizer: Any, schedule: Any, beta: float,
+                   grad_clip: float) -> float:
+    """Forward, loss, backward, clip, optimizer step, schedule step, zero_grad."""
+    logits = model(batch["input_ids"]).logits  # [B, L, V]
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    loss = _memdec_loss_by_hand(log_probs, batch["target_ids"], batch["target_probs"],
+                                batch["labels"], beta)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def training_step() -> Callable[..., float]:
+    """The answer is a function."""
+    return _training_step
+
+
+def _mix_next_token(base_logits: torch.Tensor, memdec_logits: torch.Tensor,
+                    alpha: float) -> torch.Tensor:
+    """log(α·p_Mem + (1−α)·p_LM) over the vocabulary, in log space."""
+    log_base = torch.log_softmax(base_logits.double(), dim=-1)
+    log_mem = torch.log_softmax(memdec_logits.double(), dim=-1)
+    return torch.logaddexp(math.log(alpha) + log_mem, math.log1p(-alpha) + log_base)
+
+
+def mix_next_token() -> Callable[..., torch.Tensor]:
+    """The answer is a function."""
+    return _mix_next_token
+
+
+def _plugs_in(memdec_config: Any, base_config: Any, memdec_vocab: dict, base_vocab: dict) -> bool:
+    """The same output size and the same token -> id map; nothing else matters."""
+    return memdec_config.vocab_size == base_config.vocab_size and memdec_vocab == base_vocab
+
+
+def plugs_in() -> Callable[..., bool]:
+    """The answer is a function."""
+    return _plugs_in
