@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from conftest import make_gpt2
-from memdec_helpers.runtime.generate import filter_logits, generate, median_ms_per_token
+from memdec_helpers.runtime.generate import (filter_logits, generate, median_ms_per_token,
+                                             ms_per_token_rounds)
 
 PROMPT = torch.tensor([[5, 17, 3, 42, 8], [1, 2, 3, 4, 5]])
 
@@ -145,3 +146,17 @@ def test_median_ms_per_token_alternates_runs_and_ignores_a_burst():
     assert cost == pytest.approx({"base": 1.0, "base + MemDec": 2.0})
     with pytest.raises(ValueError, match="repeats=0"):
         median_ms_per_token(runs, 10, repeats=0)
+
+
+def test_ms_per_token_rounds_keeps_every_round():
+    now = [0.0]
+
+    def run(seconds_per_token: float):
+        def go(n: int) -> None:
+            now[0] += n * seconds_per_token
+        return go
+
+    rounds = ms_per_token_rounds({"a": run(0.001), "b": run(0.003)}, 10, repeats=4,
+                                 clock=lambda: now[0])
+    assert list(rounds) == ["a", "b"]
+    assert rounds["a"] == pytest.approx([1.0] * 4) and rounds["b"] == pytest.approx([3.0] * 4)

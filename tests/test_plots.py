@@ -21,6 +21,7 @@ def close_figures():
 
 
 def every_plot() -> dict[str, matplotlib.figure.Figure]:
+    """One figure from every plotting helper of the lessons (the course map and strip aside)."""
     grid = np.linspace(0, 1, 5)
     return {
         "distribution_bars": plots.distribution_bars(["a", "b"], {"base LM": np.array([0.6, 0.4]),
@@ -28,12 +29,23 @@ def every_plot() -> dict[str, matplotlib.figure.Figure]:
         "training_curves": plots.training_curves(HISTORY),
         "sweep_curve": plots.sweep_curve(grid, grid + 1, "α", best=0.5, label="base + MemDec"),
         "bar_chart": plots.bar_chart(["unseen", "≥1000"], [-0.2, 0.3], "gain (nats)",
-                                     xlabel="count in the training split"),
+                                     xlabel="count in the training split", counts=[113, 9000]),
         "lines": plots.lines([1, 4, 16], {"τ = 1": [3, 2, 1], "base alone": [4, 4, 4]}, "k",
                              "perplexity", logx=True),
+        "lines, one long series": plots.lines(np.arange(240), {"learning rate": np.linspace(0, 1, 240)},
+                                              "step", "learning rate"),
         "compare_runs": plots.compare_runs({"correct loss": HISTORY["steps"],
                                             "float() bug": HISTORY["steps"]}),
+        "timing_bars": plots.timing_bars({"base 0": [1.0, 1.2, 0.9], "base 0 + MemDec": [1.5, 1.6, 2.4]}),
+        "split_bars": plots.split_bars(["Genesis", "Exodus"], {"train": [40, 30], "validation": [5, 4],
+                                                               "test": [5, 6]}),
     }
+
+
+def series_of(ax) -> list[str]:
+    """Labels of the series drawn on `ax` (lines, bar groups, scatter and line collections)."""
+    artists = ax.get_lines() + ax.containers + ax.collections
+    return [a.get_label() for a in artists if not a.get_label().startswith("_")]
 
 
 @pytest.mark.parametrize("name", list(every_plot()))
@@ -42,11 +54,62 @@ def test_every_plot_labels_both_axes_and_has_a_complete_legend(name):
     assert isinstance(fig, matplotlib.figure.Figure)
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel(), f"{name}: unlabelled axis"
+        drawn = series_of(ax)
         legend = ax.get_legend()
-        drawn = [h.get_label() for h in ax.get_lines() + ax.containers
-                 if not h.get_label().startswith("_")]
-        if drawn:
-            assert legend is not None and [t.get_text() for t in legend.get_texts()] == drawn
+        if len(drawn) > 1:
+            assert legend is not None, f"{name}: {len(drawn)} series and no legend"
+        if legend is not None:
+            assert sorted(t.get_text() for t in legend.get_texts()) == sorted(drawn), name
+
+
+def test_curves_that_coincide_stay_visible():
+    """06's kNN-LM grid: τ = 3 and τ = 10 lie on top of each other; each series gets its own
+    marker and line style, later ones smaller."""
+    same = [3.0, 2.0, 1.0]
+    fig = plots.lines([1, 4, 16], {f"τ = {t}": same for t in (1, 3, 10, 100)}, "k", "perplexity")
+    drawn = fig.axes[0].get_lines()
+    styles = {(line.get_marker(), line.get_linestyle()) for line in drawn}
+    assert len(styles) == len(drawn)
+    sizes = [line.get_markersize() for line in drawn]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
+
+
+def test_a_long_series_has_no_markers():
+    """03's learning-rate plot: 240 steps are a line, not 240 markers."""
+    line = plots.lines(np.arange(240), {"learning rate": np.ones(240)}, "step", "lr").axes[0].get_lines()[0]
+    assert line.get_marker() in ("None", None, "")
+    short = plots.lines([1, 2], {"a": [1, 2]}, "x", "y").axes[0].get_lines()[0]
+    assert short.get_marker() == "o"
+
+
+def test_bars_name_how_many_items_they_average():
+    """04's frequency bins: the number of test tokens in each bin under its name."""
+    fig = plots.bar_chart(["unseen", "1–9"], [-0.1, 0.2], "gain", counts=[113, 2048])
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["unseen\n(n = 113)", "1–9\n(n = 2,048)"]
+    with pytest.raises(ValueError, match="counts has 1 entries for 2 bars"):
+        plots.bar_chart(["a", "b"], [1, 2], "y", counts=[3])
+
+
+def test_timing_bars_show_every_round_and_the_spread():
+    """05's timing: the median bar, the fastest-to-slowest line and one dot per round."""
+    rounds = {"base 0": [1.0, 1.2, 0.9, 1.1, 1.0], "base 0 + kNN-LM": [3.0, 2.5, 4.0, 3.1, 2.9]}
+    ax = plots.timing_bars(rounds).axes[0]
+    assert [b.get_height() for b in ax.patches] == pytest.approx([1.0, 3.0])  # medians
+    dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert sum(len(d.get_ydata()) for d in dots) == 10
+    spans = ax.collections[0].get_segments() + ax.collections[1].get_segments()
+    assert sorted((s[0][1], s[1][1]) for s in spans) == [(0.9, 1.2), (2.5, 4.0)]
+
+
+def test_split_bars_stack_in_legend_order_with_an_x_label():
+    """00's split bars: the legend reads top to bottom as the stack does (test on top)."""
+    ax = plots.split_bars(["Genesis", "Exodus"], {"train": [40, 30], "validation": [5, 4],
+                                                  "test": [5, 6]}).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["test", "validation", "train"]
+    assert ax.get_xlabel() == "book"
+    tops = [ax.containers[i][0].get_y() + ax.containers[i][0].get_height() for i in range(3)]
+    assert tops == sorted(tops)  # train at the bottom, test on top
 
 
 def test_training_curves_name_the_loss_terms():

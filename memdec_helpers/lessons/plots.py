@@ -119,10 +119,14 @@ def sweep_curve(grid: Sequence[float], ppls: Sequence[float], xlabel: str, best:
 
 
 def bar_chart(names: Sequence[str], values: Sequence[float], ylabel: str, title: str = "",
-              fmt: str = "{:.1f}", xlabel: str = "", color: str | None = None) -> Any:
+              fmt: str = "{:.1f}", xlabel: str = "", color: str | None = None,
+              counts: Sequence[int] | None = None) -> Any:
     """A labelled bar per method or group (perplexities, costs per token, gains per bin):
-    method names get their method's colour, other bars `color` (default a neutral one)."""
+    method names get their method's colour, other bars `color` (default a neutral one).
+    `counts`: how many items each bar averages, shown under its name ("n = 113")."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    if counts is not None and len(counts) != len(names):
+        raise ValueError(f"counts has {len(counts)} entries for {len(names)} bars")
     bars = []
     for name, value in zip(names, values):
         style = _bar_style(name)
@@ -132,6 +136,8 @@ def bar_chart(names: Sequence[str], values: Sequence[float], ylabel: str, title:
     for bar, value in zip(bars, values):
         ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom" if value >= 0 else "top")
+    if counts is not None:
+        ax.set_xticks(range(len(names)), [f"{name}\n(n = {int(n):,})" for name, n in zip(names, counts)])
     if max(len(name) for name in names) > 10:  # long names would overlap
         plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
@@ -141,12 +147,71 @@ def bar_chart(names: Sequence[str], values: Sequence[float], ylabel: str, title:
     return fig
 
 
+def timing_bars(rounds: dict[str, Sequence[float]], ylabel: str = "ms per generated token",
+                title: str = "", xlabel: str = "method") -> Any:
+    """The cost of each method over repeated rounds: a bar at the median, every round as a dot
+    and a line from the fastest to the slowest round, so the spread shows beside the median."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, (name, values) in enumerate(rounds.items()):
+        values = np.asarray(values, dtype=float)
+        median = float(np.median(values))
+        ax.bar(i, median, label="median round" if i == 0 else None, **_bar_style(name))
+        ax.vlines(i, values.min(), values.max(), color="k", lw=1.2,
+                  label="fastest to slowest round" if i == 0 else None)
+        ax.plot(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, "o",
+                color="k", ms=3.5, alpha=0.7, label=f"each of the {len(values)} rounds" if i == 0 else None)
+        ax.annotate(f"{median:.2f}", (i + 0.42, median), ha="right", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(rounds)), list(rounds))
+    if max(len(name) for name in rounds) > 10:
+        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def split_bars(groups: Sequence[str], counts: dict[str, Sequence[int]], title: str = "",
+               xlabel: str = "book", ylabel: str = "documents used", color: str | None = None) -> Any:
+    """Stacked bars: per group (a book), how many documents each split uses; the first split
+    at the bottom, darkest, and the legend listed top to bottom as the stack reads."""
+    fig, ax = plt.subplots(figsize=(11, 3.4))
+    color = color or CORPUS_COLORS["domain"]
+    bottom = np.zeros(len(groups))
+    shades = np.linspace(1.0, 0.3, max(len(counts), 2))
+    for shade, (split, values) in zip(shades, counts.items()):
+        values = np.asarray(values, dtype=float)
+        ax.bar(list(groups), values, bottom=bottom, label=split, color=color, alpha=float(shade),
+               edgecolor="white", linewidth=0.4)
+        bottom += values
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], title="split (stacked)", fontsize=8)  # as stacked
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per series of a `lines` plot
+LINESTYLES = ("-", "--", "-.", ":")
+MAX_MARKED_POINTS = 30  # longer series are drawn as plain lines
+
+
 def lines(x: Sequence[float], series: dict[str, Sequence[float]], xlabel: str, ylabel: str,
           title: str = "", logx: bool = False) -> Any:
-    """Several curves over one x axis (ablations); method names get their method's colour."""
+    """Several curves over one x axis (ablations); method names get their method's colour.
+
+    Every series has its own marker and line style, later ones drawn smaller, so curves that
+    coincide (τ = 3 over τ = 10) stay visible; a series of more than MAX_MARKED_POINTS points
+    (a learning-rate schedule) is drawn without markers."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for name, ys in series.items():
-        ax.plot(x, ys, marker="o", label=name, **method_style(name))
+    marked = len(x) <= MAX_MARKED_POINTS
+    for i, (name, ys) in enumerate(series.items()):
+        style = {"linestyle": LINESTYLES[i % len(LINESTYLES)], **method_style(name)}
+        if marked:
+            style |= {"marker": MARKERS[i % len(MARKERS)], "markersize": max(3.5, 8 - 1.2 * i),
+                      "markerfacecolor": "none" if i % 2 else None}
+        ax.plot(x, ys, label=name, lw=1.4 if marked else 1.2, **style)
     if logx:
         ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)

@@ -240,22 +240,30 @@ def decode_continuations(tokenizer: Any, ids: torch.Tensor, prompt_length: int) 
     return tokenizer.batch_decode(ids[:, prompt_length:], skip_special_tokens=True)
 
 
-def median_ms_per_token(runs: dict[str, Callable[[int], Any]], new_tokens: int, repeats: int = 5,
+def ms_per_token_rounds(runs: dict[str, Callable[[int], Any]], new_tokens: int, repeats: int = 5,
                         warmup_tokens: int = 4, clock: Callable[[], float] = time.perf_counter
-                        ) -> dict[str, float]:
-    """Milliseconds per generated token of each run (`run(n)` generates n tokens): the median of
+                        ) -> dict[str, list[float]]:
+    """Milliseconds per generated token of each run (`run(n)` generates n tokens) in each of
     `repeats` rounds in which the runs alternate, so a burst of load on a shared machine moves
     one round, not one method."""
     if new_tokens < 1 or repeats < 1:
         raise ValueError(f"new_tokens={new_tokens} and repeats={repeats} must be >= 1")
     for run in runs.values():
         run(warmup_tokens)  # first calls pay for allocations and lazy initialisation
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    ms: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
             start = clock()
             run(new_tokens)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()  # GPU work is asynchronous: wait before reading the clock
-            seconds[name].append(clock() - start)
-    return {name: 1e3 * float(np.median(s)) / new_tokens for name, s in seconds.items()}
+            ms[name].append(1e3 * (clock() - start) / new_tokens)
+    return ms
+
+
+def median_ms_per_token(runs: dict[str, Callable[[int], Any]], new_tokens: int, repeats: int = 5,
+                        warmup_tokens: int = 4, clock: Callable[[], float] = time.perf_counter
+                        ) -> dict[str, float]:
+    """The median over `repeats` alternating rounds of ms_per_token_rounds, per run."""
+    rounds = ms_per_token_rounds(runs, new_tokens, repeats, warmup_tokens, clock)
+    return {name: float(np.median(ms)) for name, ms in rounds.items()}
