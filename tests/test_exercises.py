@@ -279,6 +279,12 @@ def mix_case():
     ]
 
 
+def test_the_mix_check_works_at_an_alpha_on_the_grids_edge(capsys):
+    context, _ = mix_case()
+    ex.check("mix_next_token", solutions.mix_next_token(), **(context | {"alpha": 1.0}))
+    assert "α = 0.50" in capsys.readouterr().out
+
+
 # --- plugs_in (05) -------------------------------------------------------------------------
 
 def plug_case():

@@ -74,6 +74,7 @@ def test_lesson_03_shows_the_tested_loss_and_loop_after_the_learner_wrote_them()
     for function, exercise in ((plain_training.plain_memdec_loss, "memdec_loss_by_hand"),
                                (plain_training.plain_train, "training_step")):
         source = inspect.getsource(function)
+        source = source.rstrip("\n")
         assert any(source in c for c in cells), f"copy {function.__name__} verbatim"
         assert index(f'ex.check("{exercise}"') < index(source), \
             f"{function.__name__} is shown before the learner writes {exercise}"
