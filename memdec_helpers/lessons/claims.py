@@ -110,10 +110,10 @@ def differences(claims: Sequence[Claim]) -> str:
     return "\n".join(lines)
 
 
-def check(profile: Any, claims: Sequence[Claim], *, display: Any = None) -> dict[str, bool | None]:
+def check(profile: Any, claims: Sequence[Claim], *, display: Any = None) -> None:
     """Show the verdict table for a claims cell. On the world the prose was written from, a
     statement that differs (or cannot be judged) raises AssertionError; elsewhere the lesson
-    goes on after saying what differs. Returns {statement: holds}."""
+    goes on after saying what differs. (Returns nothing: a cell ending in it shows no value.)"""
     text = verdict_table(claims)
     strict = is_written_world(profile)
     note = "" if strict else differences(claims)
@@ -123,7 +123,6 @@ def check(profile: Any, claims: Sequence[Claim], *, display: Any = None) -> dict
         raise AssertionError(f"on the {WRITTEN_FROM} world the prose was written from, these "
                              f"statements no longer hold: {failed}; rewrite the prose from the "
                              "numbers above (or find what changed the run)")
-    return {c.says: c.holds for c in claims}
 
 
 def _show(markdown: str, display: Any = None) -> None:

@@ -67,18 +67,17 @@ def temperature_grid(profile: Any) -> tuple[float, ...]:
     return tuple(grid + ([flat] if flat > grid[-1] else []))
 
 
-def ablation_settings(profile: Any, train_tokens: int, eval_tokens: int,
+def ablation_settings(profile: Any, n_train: int, n_eval: int,
                       **overrides: Any) -> AblationSettings:
-    """Lesson 06's settings for a profile whose (capped) splits hold `train_tokens` and
-    `eval_tokens` tokens; `overrides` (a notebook's parameters, None = derived) replace them."""
-    ks = target_ks(profile, train_tokens)
-    sizes = sorted({max(int(train_tokens * f), 4 * max(ks)) for f in TRAIN_FRACTIONS if f < 1}
-                   | {train_tokens})
+    """Lesson 06's settings for a profile whose (capped) splits hold `n_train` and
+    `n_eval` tokens; `overrides` (a notebook's parameters, None = derived) replace them."""
+    ks = target_ks(profile, n_train)
+    sizes = sorted({max(int(n_train * f), 4 * max(ks)) for f in TRAIN_FRACTIONS if f < 1} | {n_train})
     derived = AblationSettings(
         betas=BETAS, target_ks=ks, target_taus=target_taus(profile),
-        train_tokens=tuple(s for s in sizes if s <= train_tokens),
-        k_grid=k_grid(min(max(ks), train_tokens)), temperature_grid=temperature_grid(profile),
-        queries=max(1, min(eval_tokens // QUERY_FRACTION, MAX_QUERIES)))
+        train_tokens=tuple(s for s in sizes if s <= n_train),
+        k_grid=k_grid(min(max(ks), n_train)), temperature_grid=temperature_grid(profile),
+        queries=max(1, min(n_eval // QUERY_FRACTION, MAX_QUERIES)))
     names = {f.name for f in fields(AblationSettings)}
     unknown = set(overrides) - names
     if unknown:
