@@ -54,7 +54,7 @@ def test_a_guess_is_judged_by_the_runs_numbers(name, capsys, monkeypatch):
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_a_stub_prints_the_question_not_the_answer(name, capsys, monkeypatch):
     monkeypatch.delenv(ex.SOLUTIONS_ENV, raising=False)
-    context, right, _ = RUNS[name]
+    context, _, _ = RUNS[name]
     ex.predict(name, ..., **context)
     out = capsys.readouterr().out
     assert "not made yet" in out and predictions.PREDICTIONS[name].question in out
@@ -65,7 +65,7 @@ def test_a_stub_prints_the_question_not_the_answer(name, capsys, monkeypatch):
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_solutions_mode_lets_the_run_answer(name, capsys, monkeypatch):
     monkeypatch.setenv(ex.SOLUTIONS_ENV, "1")
-    context, right, _ = RUNS[name]
+    context, _, _ = RUNS[name]
     ex.predict(name, ..., **context)
     out = capsys.readouterr().out
     assert out.startswith("✓ This run says") and "answered by the run itself" in out
