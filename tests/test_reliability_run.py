@@ -4,8 +4,8 @@ a plan far beyond the machine stops before any work, and errors are one clear li
 
 import pytest
 
-from memdec_helpers.planning import plan as plan_module
 from memdec_helpers.cli import run
+from memdec_helpers.planning import plan as plan_module
 from memdec_helpers.planning.plan import far_misfits
 from memdec_helpers.profiles import load_profile
 
@@ -75,7 +75,7 @@ def test_a_failing_lesson_is_one_line_and_says_where_the_traceback_is(tmp_path, 
     assert run.main(["--profile", "tiny", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and "deep" not in err
-    assert "01_a.ipynb failed: ValueError: corpus 'files:/x' is too small" in err
+    assert "01_a: ValueError: corpus 'files:/x' is too small (cell [3]; full traceback: " in err
     assert str(out / "01_a.ipynb") in err and str(out / "error.log") in err
     assert "deep" in (out / "error.log").read_text()
 
