@@ -51,6 +51,7 @@ def test_ivf_recall_on_clustered_keys(profile):
     assert recall >= 0.9  # measured: 1.0 (nlist 64 = cluster count, nprobe 8)
 
 
+@pytest.mark.filterwarnings("ignore:ivfpq's codebooks")
 def test_ivfpq_builds_and_rejects_bad_code_size(profile):
     profile = replace(profile, index_type="ivfpq", ivf_nlist=16, pq_code_bytes=8)
     store = fake_datastore(clustered_keys(3000, 32))
@@ -62,6 +63,15 @@ def test_ivfpq_builds_and_rejects_bad_code_size(profile):
     profile = replace(profile, pq_code_bytes=7)
     with pytest.raises(ValueError, match="pq_code_bytes"):
         build_index(profile, fake_datastore(clustered_keys(3000, 32), "other"), progress=False)
+
+
+def test_a_small_ivfpq_training_set_is_one_warning_not_a_line_per_sub_quantizer(profile, capfd):
+    """faiss printed "WARNING clustering 3999 points to 256 centroids" on the C stderr for each
+    of the pq_code_bytes codebooks: past the notebook, into the terminal of a batch run."""
+    profile = replace(profile, index_type="ivfpq", ivf_nlist=16, pq_code_bytes=8)
+    with pytest.warns(UserWarning, match="codebooks .* trained on 3000 keys"):
+        build_index(profile, fake_datastore(clustered_keys(3000, 32)), progress=False)
+    assert "WARNING clustering" not in capfd.readouterr().err
 
 
 def test_saved_index_round_trips_and_is_reused(profile):

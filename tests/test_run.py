@@ -111,7 +111,8 @@ def fake_notebooks(tmp_path, monkeypatch):
 
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    fake_lesson(folder, "01_first", RECORD.format(name="01_first"))
+    fake_lesson(folder, "01_first", RECORD.format(name="01_first")  # and C-level output (faiss)
+                + "\nimport os\nos.write(2, b'WARNING clustering 3999 points\\n')")
     fake_lesson(folder, "02_second", "assert x == 2, 'the table says\\n  otherwise'")
     fake_lesson(folder, "03_third", RECORD.format(name="03_third"))
     monkeypatch.setattr(run, "notebooks_dir", lambda: folder)
@@ -131,6 +132,9 @@ def test_a_failing_cell_is_one_line_and_the_run_stops(fake_notebooks, capfd):
     assert line in stderr.splitlines()
     assert "Traceback" not in stdout + stderr and "Papermill" not in stdout + stderr
     assert "without encryption" not in stdout + stderr  # the kernels run on IPC sockets
+    assert "WARNING clustering" not in stdout + stderr  # the kernel's own output: in its log
+    assert "WARNING clustering 3999" in (out / "01_first.kernel.log").read_text()
+    assert not (out / "02_second.kernel.log").exists()  # nothing printed: no log
     assert "[3/3] 03_third ... skipped" in stdout
     assert "1 of 3 lessons failed (02_second), 1 not run (03_third)" in stderr
     assert "assert x == 2" in (out / "error.log").read_text()
@@ -140,6 +144,7 @@ def test_a_failing_cell_is_one_line_and_the_run_stops(fake_notebooks, capfd):
         "ok", "failed", "skipped"]
     assert lessons["02_second"]["error"] == "AssertionError: the table says otherwise"
     assert lessons["02_second"]["cell"] == 4 and "seconds" not in lessons["03_third"]
+    assert lessons["01_first"]["kernel_log"] == str(out / "01_first.kernel.log")
     assert summary["failed"] == ["02_second"] and summary["ok"] is False
     assert set(summary["seconds"]) == {"01_first", "02_second"}
     assert summary["results"] == {"01_first": {"x": 1}} and summary["earlier_results"] == []
@@ -177,7 +182,7 @@ def test_a_lesson_whose_need_failed_is_skipped(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MEMDEC_ARTIFACTS", str(tmp_path / "artifacts"))
     ran = []
 
-    def fake(path, out, profile, params):
+    def fake(path, out, profile, params, kernel_log=None):
         ran.append(path.stem)
         if path.stem == "02_b":
             raise RuntimeError("kernel died")
@@ -200,9 +205,8 @@ def test_the_shipped_lessons_are_independent():
 
 
 def test_kernels_use_ipc_sockets_at_an_absolute_path():
-    manager = run.kernel_manager_class()
-    if manager is None:
+    if not run.ipc_available():
         pytest.skip("no IPC sockets on this platform")
-    km = manager(kernel_name="python3")
+    km = run.kernel_manager_class()(kernel_name="python3")
     assert km.transport == "ipc" and km.ip.startswith(str(run.ipc_folder()))
     assert len(km.ip) < 90  # room for "-<port>" within a socket name's ~107 bytes

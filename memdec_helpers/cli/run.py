@@ -23,7 +23,6 @@ when a lesson failed.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import re
@@ -102,32 +101,47 @@ def import_papermill() -> Any:
     return papermill
 
 
-@functools.cache
-def kernel_manager_class() -> type | None:
-    """A jupyter kernel manager on IPC sockets in the jupyter runtime folder, where the platform
-    has them (not Windows): a kernel on TCP without CurveZMQ keys logs "Kernel is running over
-    TCP without encryption" (ipykernel's kernelapp) straight to the terminal, once per lesson.
-    None: papermill's default (TCP)."""
-    import zmq
+def kernel_manager_class(kernel_log: Path | None = None) -> type:
+    """A jupyter kernel manager whose kernel prints nothing to the runner's terminal:
+
+    - on IPC sockets in the jupyter runtime folder, where the platform has them (not Windows):
+      a kernel on TCP without CurveZMQ keys logs "Kernel is running over TCP without
+      encryption" (ipykernel's kernelapp) straight to the terminal, once per lesson;
+    - its own stdout and stderr into `kernel_log`: what C code prints (faiss, torch) reaches the
+      notebook's output and, echoed by ipykernel, the terminal; so does a dying kernel's last
+      words. The notebook keeps its outputs; the log keeps the rest."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
-    if os.name == "nt" or not zmq.has("ipc"):
-        return None
+    ipc = ipc_available()
 
-    class IPCKernelManager(AsyncKernelManager):
-        """AsyncKernelManager on IPC sockets named by an absolute path (the default,
-        `kernel-ipc-<n>` in the kernel's working folder, would leave sockets in notebooks/)."""
-
+    class LessonKernelManager(AsyncKernelManager):
         @default("transport")
         def _default_transport(self) -> str:
-            return "ipc"
+            return "ipc" if ipc else "tcp"
 
         @default("ip")
-        def _default_ip(self) -> str:
-            return str(ipc_folder() / f"memdec-kernel-{uuid.uuid4().hex[:12]}")
+        def _default_ip(self) -> str:  # an absolute path: the default, `kernel-ipc-<n>` in the
+            # kernel's working folder, would leave sockets in notebooks/ after a crash
+            return str(ipc_folder() / f"memdec-kernel-{uuid.uuid4().hex[:12]}") if ipc \
+                else super()._ip_default()
 
-    return IPCKernelManager
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            if kernel_log is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            with open(kernel_log, "ab") as log:  # noqa: ASYNC230 - once a lesson; the kernel
+                # process holds its own copy of the file
+                streams = {"stdout": log, "stderr": log}
+                return await super()._async_launch_kernel(kernel_cmd, **{**kw, **streams})
+
+    return LessonKernelManager
+
+
+def ipc_available() -> bool:
+    """Whether kernels can talk over IPC sockets here (zmq has them; not on Windows)."""
+    import zmq
+
+    return os.name != "nt" and bool(zmq.has("ipc"))
 
 
 def ipc_folder() -> Path:
@@ -142,17 +156,16 @@ def ipc_folder() -> Path:
     return folder
 
 
-def run_notebook(path: Path, out_path: Path, profile: str, parameters: dict[str, Any]) -> float:
-    """Execute one lesson with papermill (progress bars as one final line, the kernel on IPC
-    sockets so that it logs nothing to the terminal); seconds taken."""
+def run_notebook(path: Path, out_path: Path, profile: str, parameters: dict[str, Any],
+                 kernel_log: Path | None = None) -> float:
+    """Execute one lesson with papermill (progress bars as one final line; the kernel's own
+    output, outside the notebook, into `kernel_log`); seconds taken."""
     pm = import_papermill()
     os.environ.setdefault("MEMDEC_PROGRESS", "line")  # the kernel inherits it
-    manager = kernel_manager_class()
     start = time.time()
     pm.execute_notebook(str(path), str(out_path), parameters={"PROFILE": profile, **parameters},
                         kernel_name="python3", cwd=str(path.parent), progress_bar=False,
-                        log_output=False,
-                        **({"kernel_manager_class": manager} if manager else {}))
+                        log_output=False, kernel_manager_class=kernel_manager_class(kernel_log))
     return time.time() - start
 
 
@@ -167,6 +180,7 @@ class LessonRun:
     error: str | None = None  # failed: the failing cell's error in one line, "<Type>: <message>"
     cell: int | None = None  # failed: the failing cell's execution count, when a cell raised
     notebook: str | None = None  # the executed notebook (failed: it holds the full traceback)
+    kernel_log: str | None = None  # what the kernel printed outside the notebook, if anything
     reason: str | None = None  # skipped: why
     traceback: str = ""  # failed: the full traceback, for error.log (not in summary.json)
 
@@ -389,7 +403,7 @@ def run_lessons(args: argparse.Namespace, paths: list[Path], lessons: dict[str, 
             print(f"skipped: {run.reason}", flush=True)
             continue
         target = path if args.inplace else out_dir / path.name
-        run_lesson(path, target, args.profile, run)
+        run_lesson(path, target, args.profile, run, out_dir / f"{path.stem}.kernel.log")
         if run.status == "ok":
             if args.inplace:
                 strip_metadata(target)
@@ -399,14 +413,16 @@ def run_lessons(args: argparse.Namespace, paths: list[Path], lessons: dict[str, 
             print(failure_line(run, log), file=sys.stderr, flush=True)
 
 
-def run_lesson(path: Path, target: Path, profile: str, run: LessonRun) -> None:
+def run_lesson(path: Path, target: Path, profile: str, run: LessonRun, kernel_log: Path) -> None:
     """run_notebook, its outcome written into `run`: ok and seconds, or failed with the
     failing cell's error in one line and the traceback (KeyboardInterrupt passes through,
-    the lesson marked failed)."""
+    the lesson marked failed). `kernel_log` keeps what the kernel printed outside the
+    notebook (removed when it printed nothing)."""
     run.notebook = str(target)
+    kernel_log.unlink(missing_ok=True)
     start = time.time()
     try:
-        run.seconds = run_notebook(path, target, profile, {})
+        run.seconds = run_notebook(path, target, profile, {}, kernel_log=kernel_log)
         run.status = "ok"
     except KeyboardInterrupt:
         run.status, run.seconds, run.error = "failed", time.time() - start, "interrupted"
@@ -414,6 +430,17 @@ def run_lesson(path: Path, target: Path, profile: str, run: LessonRun) -> None:
     except Exception as err:  # noqa: BLE001 - a lesson's failure is reported, not raised
         run.status, run.seconds = "failed", time.time() - start
         run.error, run.cell, run.traceback = lesson_error(err)
+    finally:
+        if kernel_log.exists() and kernel_log.stat().st_size == 0:
+            kernel_log.unlink()
+        if kernel_log.exists():
+            run.kernel_log = str(kernel_log)
+            tail = kernel_log.read_text(errors="replace").splitlines()[-KERNEL_LOG_TAIL:]
+            run.traceback += (f"\n\nthe kernel's own output (outside the notebook), {kernel_log}, "
+                              f"last {len(tail)} lines:\n" + "\n".join(tail))
+
+
+KERNEL_LOG_TAIL = 40  # lines of a failed lesson's kernel log copied into error.log
 
 
 if __name__ == "__main__":

@@ -101,6 +101,19 @@ def factory_string(profile: Profile, d: int, n_train: int) -> str:
     return f"IVF{nlist},PQ{profile.pq_code_bytes}x8"
 
 
+def quiet_pq_training(index: Any, n_train: int) -> None:
+    """Below 39 training keys per codeword, faiss prints a warning per sub-quantizer
+    (pq_code_bytes lines) on the C stderr, which passes the notebook's output and reaches the
+    terminal of a batch run: one Python warning says it instead, and faiss is told to accept it."""
+    enough = PQ_CENTROIDS * MIN_POINTS_PER_LIST
+    if n_train < enough:
+        warnings.warn(
+            f"ivfpq's codebooks ({PQ_CENTROIDS} codewords each) are trained on {n_train} keys, "
+            f"fewer than the {enough} faiss asks for: its distances are coarser (fine for a small "
+            "test; raise index_train_size or max_train_tokens for a real run)", stacklevel=3)
+        index.pq.cp.min_points_per_centroid = 1
+
+
 def set_nprobe(index: Any, nprobe: int) -> None:
     """Search the `nprobe` nearest lists of an IVF index (clamped to nlist); no-op when flat."""
     ivf = _ivf(index)
@@ -160,6 +173,7 @@ def make_faiss_index(profile: Profile, keys: np.ndarray, progress: bool = False)
     index = faiss.index_factory(d, factory_string(profile, d, n_train), faiss.METRIC_L2)
     if isinstance(index, faiss.IndexIVFPQ):
         index.do_polysemous_training = False  # index_factory turns it on; we never use it (slow)
+        quiet_pq_training(index, n_train)
     if not index.is_trained:
         index.train(training_sample(keys, n_train, profile.seed))
     add_keys(index, keys, progress)
