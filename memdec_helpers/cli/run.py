@@ -12,6 +12,8 @@ notebook, and error.log in the output folder). The run stops at the first failur
 --keep-going runs every lesson that does not depend on a failed one: the lessons are
 independent (each builds what it needs through the pipeline's cached stages, so lesson 04
 trains the Memory Decoder itself when lesson 03 did not), so only the failed lesson is lost.
+Kernels print nothing to the terminal: they talk over IPC sockets, and what one prints outside
+its notebook (C libraries, a dying kernel) goes to `<lesson>.kernel.log` in the output folder.
 
 Notebooks record results with `record_results(profile, name, data)`; the runner gathers them
 into `runs/<profile>/summary.md` and `summary.json`, written after every run, failed or not
