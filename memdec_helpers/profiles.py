@@ -65,6 +65,8 @@ class Profile:
     knn_lambda_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     knn_k_grid: tuple[int, ...] = (16, 64, 256)  # kNN-LM's k, chosen on validation with λ and τ
     knn_temperature_grid: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    # both grids always hold the profile's own k and knn_temperature (added where missing, sorted,
+    # each value once): the lessons read kNN-LM at them, besides the best (k, τ) on validation
     target_top_m: int = 32
     neighbour_cache_k: int | None = None  # search every position once for this many neighbours;
     # the targets of every smaller k and every τ then need no search (None: search each time)
@@ -100,11 +102,14 @@ class Profile:
     budget_disk_gb: float | None = None
 
     def __post_init__(self) -> None:
-        """Coerce every knob to its declared type, then check ranges (ValueError naming it)."""
+        """Coerce every knob to its declared type, check ranges (ValueError naming it), then
+        put k and knn_temperature into their grids."""
         for knob in dataclasses.fields(self):
             object.__setattr__(self, knob.name, coerce(knob.name, getattr(self, knob.name),
                                                       str(knob.type)))
         validate_profile(self)
+        for grid, value in (("knn_k_grid", self.k), ("knn_temperature_grid", self.knn_temperature)):
+            object.__setattr__(self, grid, with_value(getattr(self, grid), value))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,6 +125,12 @@ class Profile:
 
 
 KNOBS = {f.name: f for f in dataclasses.fields(Profile)}
+
+
+def with_value(grid: tuple, value: Any) -> tuple:
+    """`grid` with `value` in it, sorted, each value once: the grid of a (k, τ) search that the
+    lessons also read at the profile's own k and τ (colab's k 1024 was outside its grid)."""
+    return tuple(sorted({*grid, value}))
 
 
 def is_plain_name(name: Any) -> bool:
@@ -303,6 +314,52 @@ def validate_profile(p: Profile) -> None:
     if kind == "base" and index >= len(p.base_models):
         raise _bad("memdec_init", p.memdec_init,
                    f"base model index must be < {len(p.base_models)} (the number of base_models)")
+    check_neighbours_fit(p)
+    check_pq_training(p)
+
+
+def neighbour_searches(p: Profile) -> dict[str, tuple[Any, str, int]]:
+    """knob -> (its value, the search it sets, neighbours that search asks of the datastore):
+    the kNN targets search k + 1 (the position itself is dropped), kNN-LM the largest k of its
+    grid, the neighbour cache neighbour_cache_k + 1."""
+    top = max(p.knn_k_grid)
+    searches = {"k": (p.k, f"the kNN targets ask for k + 1 = {p.k + 1}", p.k + 1),
+                "knn_k_grid": (p.knn_k_grid, f"kNN-LM at k = {top} asks for {top}", top)}
+    if p.neighbour_cache_k is not None:
+        cache = p.neighbour_cache_k
+        searches["neighbour_cache_k"] = (cache, f"the neighbour cache asks for {cache + 1}",
+                                         cache + 1)
+    return searches
+
+
+def check_neighbours_fit(p: Profile) -> None:
+    """Every search must find its neighbours: with a cap, the datastore holds at most
+    max_train_tokens - 1 keys (one per position with a next token). ValueError naming the
+    knob that asks for the most, before any stage runs (else lesson 02 stops on it)."""
+    if p.max_train_tokens is None:
+        return
+    keys = p.max_train_tokens - 1
+    knob, (value, search, wanted) = max(neighbour_searches(p).items(), key=lambda kv: kv[1][2])
+    if wanted > keys:
+        fix = {"k": "lower k (and target_top_m)", "knn_k_grid": f"drop k > {keys} from knn_k_grid",
+               "neighbour_cache_k": "lower neighbour_cache_k (or set it to null)"}[knob]
+        raise _bad(knob, value, f"{search} neighbours of each position but a datastore of "
+                   f"max_train_tokens={p.max_train_tokens} holds at most {keys} keys; {fix}, or "
+                   f"raise max_train_tokens to >= {wanted + 1}")
+
+
+PQ_CENTROIDS = 256  # ivfpq's 8-bit codebooks: 256 codewords each (runtime/search.py checks it too)
+
+
+def check_pq_training(p: Profile) -> None:
+    """ivfpq trains 256 codewords per sub-quantizer: it needs that many training keys."""
+    if p.index_type != "ivfpq":
+        return
+    for knob, value in (("index_train_size", p.index_train_size),
+                        ("max_train_tokens", p.max_train_tokens)):
+        if value is not None and value < PQ_CENTROIDS + (knob == "max_train_tokens"):
+            raise _bad(knob, value, f"index_type ivfpq trains on >= {PQ_CENTROIDS} keys (its 8-bit "
+                       f"codebooks); raise {knob}, or use index_type flat or ivf_flat")
 
 
 # ----------------------------------------------------------------------------- loading

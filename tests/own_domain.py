@@ -27,6 +27,19 @@ CLAUSES = [
     "The laws of the State of {s} shall govern this Agreement.",
 ]
 STATES = ["Delaware", "New York", "California", "Ontario", "Victoria", "Bavaria"]
+SYLLABLES = ["ar", "bel", "cor", "dan", "el", "fir", "gan", "hol", "is", "jor", "kel", "lum",
+             "mar", "nor", "ost", "pel", "quin", "ros", "sal", "tor", "ul", "ven", "wil", "yr"]
+EXTRAS = [
+    "The fee for the first year is {n} dollars, payable within {d} days of the invoice.",
+    "{c} Ltd., registered at {n} {c} Street, is the Licensor for the purposes of this Section.",
+    "This Agreement was signed on {d} March {y} and replaces the agreement of {y0}.",
+    "Questions about {t} may be sent to the legal department of {c} Holdings.",
+]
+
+
+def name(rng: random.Random) -> str:
+    """An invented company name: two or three syllables."""
+    return "".join(rng.sample(SYLLABLES, rng.randint(2, 3))).capitalize()
 
 
 def document(rng: random.Random, number: int) -> str:
@@ -36,8 +49,12 @@ def document(rng: random.Random, number: int) -> str:
         lines.append(f"Section {section}.")
         for _ in range(rng.randint(2, 5)):
             p, q = rng.sample(PARTIES, 2)
-            lines.append(rng.choice(CLAUSES).format(p=p, q=q, t=rng.choice(THINGS),
-                                                    v=rng.choice(VERBS), s=rng.choice(STATES)))
+            year = rng.randint(1990, 2025)
+            clause = rng.choice(CLAUSES + EXTRAS)
+            text = clause.format(p=p, q=q, t=rng.choice(THINGS), v=rng.choice(VERBS),
+                                       s=rng.choice(STATES), c=name(rng), n=rng.randint(2, 999),
+                                       d=rng.randint(2, 28), y=year, y0=year - rng.randint(1, 9))
+            lines.append(text[0].upper() + text[1:])
         lines.append("")
     return "\n".join(lines)
 

@@ -58,7 +58,8 @@ def test_knn_logprobs_are_saved_and_reused_by_a_new_session(profile, monkeypatch
         "Store", (), {"vals": rng.integers(0, 7, 300)})())
     monkeypatch.setattr(P, "eval_keys", lambda *args: (rng.normal(size=(40, 4)).astype(np.float32),
                                                        tokens[1:]))
-    profile = replace(profile, knn_k_grid=(16, 4), knn_temperature_grid=(1.0, 3.0))
+    profile = replace(profile, k=16, target_top_m=16, knn_k_grid=(16, 4),
+                      knn_temperature_grid=(1.0, 3.0))  # k = 16 and τ = 3 in the grids
     first = P.knn_logprobs(profile, "validation")
     assert list(first) == [(4, 1.0), (4, 3.0), (16, 1.0), (16, 3.0)]
     monkeypatch.setattr(P, "_KNN", {})  # a new session: the memo is gone, the stage is not

@@ -24,7 +24,8 @@ def test_knn_logprobs_are_cached_on_disk(monkeypatch, small):
     again = P.knn_logprobs(small, "validation")
     assert all(np.array_equal(first[kt], again[kt]) for kt in first)
     monkeypatch.undo()
-    other = P.knn_logprobs(dataclasses.replace(small, knn_temperature_grid=[2]), "validation")
+    other = P.knn_logprobs(dataclasses.replace(small, knn_temperature=2.0, knn_temperature_grid=[2]),
+                           "validation")
     assert list(other) == [(4, 2.0), (8, 2.0)]  # another config: recomputed
     base1 = P.knn_logprobs(small, "validation", which=1)  # base 1's own datastore and cache
     assert not np.array_equal(base1[(8, 3.0)], first[(8, 3.0)])

@@ -4,8 +4,8 @@ a plan far beyond the machine stops before any work, and errors are one clear li
 
 import pytest
 
-from memdec_helpers.planning import plan as plan_module
 from memdec_helpers.cli import run
+from memdec_helpers.planning import plan as plan_module
 from memdec_helpers.planning.plan import far_misfits
 from memdec_helpers.profiles import load_profile
 
@@ -17,7 +17,7 @@ def fake_course(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(run, "list_notebooks", lambda only=None: lessons)
     monkeypatch.setattr(run, "run_notebook",
-                        lambda path, out, profile, params: calls.append((path.name, profile)) or 1.0)
+                        lambda path, out, profile, params, kernel_log=None: calls.append((path.name, profile)) or 1.0)
     monkeypatch.setattr(run, "write_summary", lambda *a: "summary")
     monkeypatch.setattr(plan_module, "machine_capacity",
                         lambda p: {"gpu_gb": 0.0, "host_gb": 1e4, "disk_gb": 1e6})
@@ -65,7 +65,7 @@ def test_a_failing_lesson_is_one_line_and_says_where_the_traceback_is(tmp_path, 
                                                                       fake_course, capsys):
     from papermill.exceptions import PapermillExecutionError
 
-    def fail(path, out, profile, params):
+    def fail(path, out, profile, params, kernel_log=None):
         raise PapermillExecutionError(3, 3, "P.corpus(profile)", "ValueError",
                                       "corpus 'files:/x' is too small",
                                       ["Traceback (most recent call last)", "...deep..."])
@@ -75,7 +75,7 @@ def test_a_failing_lesson_is_one_line_and_says_where_the_traceback_is(tmp_path, 
     assert run.main(["--profile", "tiny", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and "deep" not in err
-    assert "01_a.ipynb failed: ValueError: corpus 'files:/x' is too small" in err
+    assert "01_a: ValueError: corpus 'files:/x' is too small (cell [3]; full traceback: " in err
     assert str(out / "01_a.ipynb") in err and str(out / "error.log") in err
     assert "deep" in (out / "error.log").read_text()
 

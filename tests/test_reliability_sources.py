@@ -34,7 +34,7 @@ def write_texts(folder: Path, n: int = 6, size: int = 300) -> Path:
 
 def files_profile(tmp_path, source: str, **knobs):
     knobs = {"max_train_tokens": 500, "max_eval_tokens": 100, "validation_fraction": 0.2,
-             "test_fraction": 0.2, **knobs}
+             "test_fraction": 0.2, "knn_k_grid": [16], **knobs}  # k's within a few hundred keys
     return load_profile("tiny", artifacts_dir=str(tmp_path / "artifacts"), domain_corpus=source,
                         **knobs)
 

@@ -32,7 +32,7 @@ def write_corpus(folder: Path, n_docs: int = 12, words: int = 400, seed: int = 0
 
 def files_profile(tmp_path, source: str, **knobs):
     knobs = {"max_train_tokens": 2000, "max_eval_tokens": 300, "validation_fraction": 0.15,
-             "test_fraction": 0.15, **knobs}
+             "test_fraction": 0.15, "knn_k_grid": [16], **knobs}  # k's within a few hundred keys
     return load_profile("tiny", artifacts_dir=str(tmp_path / "artifacts"), domain_corpus=source,
                         **knobs)
 
