@@ -132,3 +132,14 @@ def test_saved_outputs_hold_no_warnings_and_no_progress_spam(path):
             text = "".join(out.get("text", ""))
             assert "Warning:" not in text, f"{path.name}: {text[:200]}"
             assert text.count("\r") <= 1 and text.count("it/s") <= 3, f"{path.name}: progress bars"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.name[:2])
+def test_each_lesson_states_prerequisites_reading_time_and_links_the_glossary(path):
+    cells = json.loads(path.read_text())["cells"]
+    header = "".join(cells[0]["source"])
+    assert "**Prerequisites:**" in header and "**Reading time:** about" in header
+    target = "#Glossary" if path.name.startswith("00") else "00_setup_and_overview.ipynb#Glossary"
+    links = sum("".join(c["source"]).count(f"]({target})") for c in cells if c["cell_type"] == "markdown")
+    assert links >= 3, f"{path.name}: glossary terms are linked from their first use ({links} links)"
