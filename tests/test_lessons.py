@@ -143,3 +143,15 @@ def test_each_lesson_states_prerequisites_reading_time_and_links_the_glossary(pa
     target = "#Glossary" if path.name.startswith("00") else "00_setup_and_overview.ipynb#Glossary"
     links = sum("".join(c["source"]).count(f"]({target})") for c in cells if c["cell_type"] == "markdown")
     assert links >= 3, f"{path.name}: glossary terms are linked from their first use ({links} links)"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.name[:2])
+def test_committed_outputs_hold_every_figure(path):
+    """Each cell that shows a figure has it in its committed outputs (a run under MPLBACKEND=Agg
+    would leave them empty)."""
+    for cell in json.loads(path.read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and "plt.show()" in source:
+            kinds = {key for out in cell.get("outputs", []) for key in out.get("data", {})}
+            assert "image/png" in kinds, f"{path.name}: no figure in the outputs of {source[:60]!r}"

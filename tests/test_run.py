@@ -1,6 +1,7 @@
 """Batch runner: notebook order and selection, metadata stripping, results collection (only
 results of the profile that runs)."""
 import json
+import os
 from dataclasses import replace
 
 import nbformat
@@ -210,3 +211,14 @@ def test_kernels_use_ipc_sockets_at_an_absolute_path():
     km = run.kernel_manager_class()(kernel_name="python3")
     assert km.transport == "ipc" and km.ip.startswith(str(run.ipc_folder()))
     assert len(km.ip) < 90  # room for "-<port>" within a socket name's ~107 bytes
+
+
+def test_kernels_draw_figures_even_when_tests_set_a_non_interactive_backend(monkeypatch):
+    from memdec_helpers.cli import run as runner
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    runner.keep_figures()
+    assert "MPLBACKEND" not in os.environ
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    runner.keep_figures()
+    assert os.environ["MPLBACKEND"] == "module://matplotlib_inline.backend_inline"

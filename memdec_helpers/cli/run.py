@@ -164,11 +164,19 @@ def run_notebook(path: Path, out_path: Path, profile: str, parameters: dict[str,
     output, outside the notebook, into `kernel_log`); seconds taken."""
     pm = import_papermill()
     os.environ.setdefault("MEMDEC_PROGRESS", "line")  # the kernel inherits it
+    keep_figures()
     start = time.time()
     pm.execute_notebook(str(path), str(out_path), parameters={"PROFILE": profile, **parameters},
                         kernel_name="python3", cwd=str(path.parent), progress_bar=False,
                         log_output=False, kernel_manager_class=kernel_manager_class(kernel_log))
     return time.time() - start
+
+
+def keep_figures() -> None:
+    """Kernels draw figures inline: a non-interactive MPLBACKEND (Agg, set for tests) inherited by
+    a kernel would make every plt.show() a no-op and leave the executed notebooks without figures."""
+    if os.environ.get("MPLBACKEND", "").lower() in ("agg", "pdf", "svg", "ps", "cairo", "template"):
+        del os.environ["MPLBACKEND"]
 
 
 @dataclass
