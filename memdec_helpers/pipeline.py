@@ -228,18 +228,23 @@ def release_index() -> None:
 
 
 def _targets_recipe(profile: Profile) -> Recipe:
-    return targets_recipe(profile, datastore_recipe(profile, 0).key, search_id(profile, 0))
+    which = profile.target_base
+    return targets_recipe(profile, datastore_recipe(profile, which).key, search_id(profile, which))
 
 
 def targets(profile: Profile, progress: bool = True) -> Targets:
     """Sparse top-m kNN targets for every training position (self excluded by position),
-    from base model 0's datastore: the Memory Decoder's training signal."""
+    from the datastore of base model `profile.target_base` (0 unless the profile asks for
+    another teacher): the Memory Decoder's training signal. Every base model's datastore holds
+    the same positions of the same training tokens, so row i is position i whichever it is."""
     recipe = _targets_recipe(profile)
     if _is_built(profile, recipe):
         return load_targets(_folder(profile, recipe))
-    store, idx = datastore(profile, 0, progress), index(profile, 0, progress)
+    which = profile.target_base
+    store, idx = datastore(profile, which, progress), index(profile, which, progress)
     cached = profile.neighbour_cache_k
-    neighbours = (build_neighbours(profile, store, idx, cached, progress=progress)
+    neighbours = (build_neighbours(profile, store, idx, cached, progress=progress,
+                                   stage=f"neighbours-k{cached}{_suffix(which)}")
                   if cached and cached > profile.k else None)
     return build_targets(profile, store, idx, progress=progress, recipe=recipe,
                          neighbours=neighbours)
@@ -260,14 +265,17 @@ def eval_keys(profile: Profile, split: str, which: int = 0,
 
 
 def validation_targets(profile: Profile) -> Targets:
-    """kNN targets of the validation positions (to measure the decoder's KL on held-out text)."""
-    recipe = eval_targets_recipe(profile, "validation", queries_identity(profile, "validation"),
-                                 datastore_recipe(profile, 0).key, search_id(profile, 0))
+    """kNN targets of the validation positions (to measure the decoder's KL on held-out text),
+    from the same base model's datastore and keys as the training targets."""
+    which = profile.target_base
+    recipe = eval_targets_recipe(profile, "validation",
+                                 queries_identity(profile, "validation", which),
+                                 datastore_recipe(profile, which).key, search_id(profile, which))
     if _is_built(profile, recipe):
         return load_targets(_folder(profile, recipe))
-    keys, _ = eval_keys(profile, "validation")
-    return build_eval_targets(profile, index(profile, 0, progress=False),
-                              datastore(profile, 0, progress=False), keys, name="validation",
+    keys, _ = eval_keys(profile, "validation", which)
+    return build_eval_targets(profile, index(profile, which, progress=False),
+                              datastore(profile, which, progress=False), keys, name="validation",
                               recipe=recipe)
 
 
@@ -479,9 +487,57 @@ def _short_run_job(profile: Profile, knobs: dict[str, Any]) -> None:
 
 # --- the results table -------------------------------------------------------------------------
 
+def main_seeds(profile: Profile) -> tuple[int, ...]:
+    """The training seeds of the main table's trained rows (MemDec, DAPT): `profile.seed` and
+    the next `profile.main_seeds - 1` (seed `profile.seed` is lesson 03's run)."""
+    return tuple(range(profile.seed, profile.seed + profile.main_seeds))
+
+
+def with_seed(profile: Profile, seed: int) -> Profile:
+    """The profile with another training seed (its runs get their own recipes)."""
+    return profile if seed == profile.seed else dataclasses.replace(profile, seed=seed)
+
+
+MAIN_RUNS = ("memdec", "dapt")
+
+
+def main_runs(profile: Profile, workers: int | None = None) -> None:
+    """Train the main table's runs that are missing: the Memory Decoder and DAPT for every
+    seed of `main_seeds`. On a CPU they go `workers` at a time (default
+    profile.ablation_workers) in processes of one thread each, as short_runs does; the seeds
+    after the first skip the validation evaluations (they change no weight)."""
+    workers = profile.ablation_workers if workers is None else workers
+    todo = [(with_seed(profile, seed), kind, seed == profile.seed)
+            for seed in main_seeds(profile) for kind in MAIN_RUNS
+            if not _main_run_done(with_seed(profile, seed), kind)]
+    if workers > 1 and len(todo) > 1 and resolve_device(profile.device).type == "cpu":
+        run_in_workers(_main_run_job, todo, workers,
+                       desc=f"training {len(todo)} runs of the main table, {workers} at a time")
+    else:
+        for job in todo:
+            _main_run_job(*job)
+
+
+def _main_run_profile(profile: Profile, kind: str) -> Profile:
+    return dapt_profile(profile) if kind == "dapt" else profile
+
+
+def _main_run_done(profile: Profile, kind: str) -> bool:
+    """Whether the main table's run `kind` ("memdec" or "dapt") of this profile is trained."""
+    variant = _main_run_profile(profile, kind)
+    recipe = _run_recipe(variant, kind)
+    return is_finished(_folder(variant, recipe), recipe.config())
+
+
+def _main_run_job(profile: Profile, kind: str, validate: bool) -> None:
+    memory_decoder(_main_run_profile(profile, kind), progress=False, name=kind, validate=validate)
+
+
 def results(profile: Profile) -> list[dict[str, Any]]:
     """The course's results table (both bases; every weight chosen on validation): base,
-    base + kNN-LM, MemDec alone, base + MemDec, DAPT."""
+    base + kNN-LM, DAPT, base + DAPT, MemDec alone, base + MemDec. The trained rows are means
+    over the training seeds of `main_seeds` (one run each; missing ones are trained first,
+    see main_runs), with `seeds` and the spread `test_ppl_std` (None with one seed)."""
     bases = {w: _splits(lambda split, text, w=w: base_logprobs(profile, split, w, text))
              for w in range(len(profile.base_models))}
     knn = {w: {split: knn_logprobs(profile, s, w, text)
@@ -489,10 +545,14 @@ def results(profile: Profile) -> list[dict[str, Any]]:
                                          "test": ("test", "domain"),
                                          "general": ("test", "general")}.items()}
            for w in bases}
-    mem = _splits(lambda split, text: memdec_logprobs(profile, split, "memdec", text))
-    dapt_lp = _splits(lambda split, text: dapt_logprobs(profile, split, text))
+    seeds = main_seeds(profile)
+    if len(seeds) > 1:
+        main_runs(profile)
+    runs = [with_seed(profile, seed) for seed in seeds]
+    mem = [_splits(lambda split, text, p=p: memdec_logprobs(p, split, "memdec", text)) for p in runs]
+    dapt_lp = [_splits(lambda split, text, p=p: dapt_logprobs(p, split, text)) for p in runs]
     return results_table(bases, knn, mem, dapt_lp, alpha_grid=profile.alpha_grid,
-                         lambda_grid=profile.knn_lambda_grid)
+                         lambda_grid=profile.knn_lambda_grid, seeds=seeds)
 
 
 def describe_model(model: Any) -> str:

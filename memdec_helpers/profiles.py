@@ -68,6 +68,7 @@ class Profile:
     # both grids always hold the profile's own k and knn_temperature (added where missing, sorted,
     # each value once): the lessons read kNN-LM at them, besides the best (k, τ) on validation
     target_top_m: int = 32
+    target_base: int = 0  # the base model whose datastore makes the decoder's kNN targets
     neighbour_cache_k: int | None = None  # search every position once for this many neighbours;
     # the targets of every smaller k and every τ then need no search (None: search each time)
     # --- Memory Decoder ---------------------------------------------------------------
@@ -85,6 +86,7 @@ class Profile:
     grad_accum: int = 1
     grad_clip: float = 1.0
     eval_every: int = 100
+    main_seeds: int = 1  # seeds of the main table's decoder and DAPT rows (mean ± std)
     ablation_steps: int = 60  # optimizer steps of each short ablation run (lesson 06)
     ablation_batch_size: int = 16
     ablation_seeds: int = 3  # seeds per setting where an ablation reports mean ± std
@@ -263,12 +265,12 @@ RANGES: dict[str, Rule] = {
     "name": (is_plain_name, "must be a plain folder name (no '/', '\\' or leading dot), e.g. 'tiny'"),
     **dict.fromkeys(("validation_fraction", "test_fraction"), FRACTION),
     **dict.fromkeys(("max_train_tokens", "max_eval_tokens"), CAP),
-    **dict.fromkeys(("weight_decay", "warmup_steps"), NON_NEGATIVE),
+    **dict.fromkeys(("weight_decay", "warmup_steps", "target_base"), NON_NEGATIVE),
     **dict.fromkeys(("split_seed", "seed"), SEED),
     **dict.fromkeys(("stride", "batch_size", "ivf_nlist", "pq_code_bytes", "nprobe",
                      "index_train_size", "k", "target_top_m", "memdec_layers", "memdec_dim",
                      "memdec_heads", "train_steps", "train_batch_size", "grad_accum",
-                     "eval_every", "ablation_steps", "ablation_batch_size", "ablation_seeds",
+                     "eval_every", "ablation_steps", "ablation_batch_size", "ablation_seeds", "main_seeds",
                      "ablation_workers", "neighbour_cache_k", "micro_batch_size"),
                     AT_LEAST_1),
     **dict.fromkeys(("knn_temperature", "learning_rate", "grad_clip", "budget_minutes",
@@ -304,6 +306,8 @@ def validate_profile(p: Profile) -> None:
                           "validation_fraction + test_fraction must be < 1"),
         "memdec_heads": (p.memdec_dim % p.memdec_heads == 0,
                          f"must divide memdec_dim={p.memdec_dim}"),
+        "target_base": (p.target_base < len(p.base_models),
+                        f"must be < {len(p.base_models)} (an index into base_models)"),
         "warmup_steps": (p.warmup_steps <= p.train_steps,
                          f"must be <= train_steps={p.train_steps} (the warmup is part of training)"),
     }

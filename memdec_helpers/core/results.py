@@ -4,6 +4,12 @@ A row is `{method, base, weight, weight_grid, test_best_weight, val_ppl, test_pp
 general_test_ppl}` (kNN-LM rows add the chosen `k` and `temperature`). Log-probs come in as
 dicts `{"validation": [N], "test": [N], "general": [N]}` (general = the general corpus's test
 split, to measure forgetting). `relations` checks the paper's findings on a table.
+
+Rows of trained models (DAPT, base + DAPT, MemDec alone, base + MemDec) come from one run per
+training seed: each seed's weight is chosen on validation for that seed's model, and the row
+holds the means over seeds, with `seeds`, `per_seed` (each seed's own numbers) and the sample
+standard deviations `val_ppl_std`, `test_ppl_std`, `general_test_ppl_std` (None with one seed:
+a spread of one run is unknown, never NaN). With one seed the numbers are that run's, unchanged.
 """
 from __future__ import annotations
 
@@ -13,8 +19,11 @@ import numpy as np
 
 from .mixing import mix_logprobs, perplexity, sweep
 
-METHODS = ("base", "base + kNN-LM", "MemDec alone", "base + MemDec", "DAPT")
+METHODS = ("base", "base + kNN-LM", "MemDec alone", "base + MemDec", "DAPT", "base + DAPT")
 SPLITS = ("validation", "test", "general")
+PPL_FIELDS = ("val_ppl", "test_ppl", "general_test_ppl")
+SEEDED_FIELDS = ("weight", "test_best_weight") + PPL_FIELDS  # averaged over seeds
+LogProbs = dict[str, np.ndarray]
 ALPHA_TOLERANCE = 0.15  # relation 8: validation's α within this of the α best on test
 
 
@@ -67,23 +76,103 @@ def decoder_rows(base_lp: dict[str, np.ndarray], mem_lp: dict[str, np.ndarray],
             mixed_row("base + MemDec", base_lp, mem_lp, alpha_grid, which)]
 
 
+def sample_std(values: Sequence[float]) -> float | None:
+    """The sample standard deviation (ddof 1) of per-seed numbers; None with one value."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"sample_std needs a non-empty 1-D list of numbers, got shape {values.shape}")
+    return float(values.std(ddof=1)) if values.size > 1 else None
+
+
+def _mean(values: list[Any]) -> Any:
+    """The mean of per-seed numbers; one value is returned as it is, and a field that is None
+    for a seed (no weight, no general split) is None."""
+    if any(v is None for v in values):
+        return None
+    return values[0] if len(values) == 1 else float(np.mean(values, dtype=np.float64))
+
+
+def seeded_row(rows: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """One row from the rows of the same method and base model, one per training seed: the
+    mean of each perplexity and weight over seeds, the seeds, each seed's own numbers, and the
+    sample standard deviation of each perplexity (None with one seed)."""
+    if len(rows) != len(seeds) or not rows:
+        raise ValueError(f"seeded_row needs one row per seed: {len(rows)} rows, seeds {list(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {list(seeds)} must be distinct")
+    kinds = {(r["method"], r["base"]) for r in rows}
+    if len(kinds) != 1:
+        raise ValueError(f"seeded_row averages one method on one base model, got {sorted(kinds, key=str)}")
+    out = {**rows[0], **{f: _mean([r[f] for r in rows]) for f in SEEDED_FIELDS}}
+    out["seeds"] = [int(s) for s in seeds]
+    out["per_seed"] = [{"seed": int(s), **{f: r[f] for f in SEEDED_FIELDS}}
+                       for s, r in zip(seeds, rows)]
+    for f in PPL_FIELDS:
+        values = [r[f] for r in rows]
+        out[f"{f}_std"] = None if None in values else sample_std(values)
+    return out
+
+
+def _per_seed(runs: LogProbs | Sequence[LogProbs]) -> list[LogProbs]:
+    """A model's log-probs per training seed (one dict is one seed)."""
+    runs = [runs] if isinstance(runs, dict) else list(runs)
+    if not runs:
+        raise ValueError("a trained model's log-probs are needed for at least one seed")
+    return runs
+
+
+def _seeded(make: Any, runs: list[LogProbs], seeds: Sequence[int]) -> dict[str, Any]:
+    """`make(logprobs)` for each seed's run, averaged into one row."""
+    return seeded_row([make(lp) for lp in runs], seeds)
+
+
 def results_table(bases: dict[int, dict[str, np.ndarray]],
                   knn: dict[int, dict[str, dict[tuple[int, float], np.ndarray]]],
-                  memdec: dict[str, np.ndarray], dapt: dict[str, np.ndarray] | None,
-                  alpha_grid: Sequence[float], lambda_grid: Sequence[float]) -> list[dict[str, Any]]:
-    """Every method on every base model: base, base + kNN-LM (its own datastore), DAPT (base 0),
-    MemDec alone, base + MemDec (one decoder for all bases)."""
+                  memdec: LogProbs | Sequence[LogProbs], dapt: LogProbs | Sequence[LogProbs] | None,
+                  alpha_grid: Sequence[float], lambda_grid: Sequence[float],
+                  seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Every method on every base model: base, base + kNN-LM (its own datastore), DAPT and
+    base + DAPT (base 0), MemDec alone, base + MemDec (one decoder for all bases). `memdec` and
+    `dapt` hold one log-probs dict per training seed (`seeds`, default 0, 1, ...; a single
+    dict is one seed); their rows are means over seeds with the spread (see `seeded_row`)."""
+    mem_runs = _per_seed(memdec)
+    dapt_runs = None if dapt is None else _per_seed(dapt)
+    seeds = list(range(len(mem_runs))) if seeds is None else list(seeds)
+    if len(mem_runs) != len(seeds) or (dapt_runs is not None and len(dapt_runs) != len(seeds)):
+        raise ValueError(f"{len(mem_runs)} MemDec runs and "
+                         f"{None if dapt_runs is None else len(dapt_runs)} DAPT runs for seeds "
+                         f"{seeds}: give one run per seed")
     rows = []
     for which, base_lp in bases.items():
         rows.append(plain_row("base", base_lp, which))
         rows.append(knn_lm_row(base_lp, knn[which], lambda_grid, which))
         if which == 0:
-            if dapt is not None:
-                rows.append(plain_row("DAPT", dapt, 0))
-            rows += decoder_rows(base_lp, memdec, alpha_grid, which)  # MemDec alone, base + MemDec
-        else:
-            rows.append(mixed_row("base + MemDec", base_lp, memdec, alpha_grid, which))
+            if dapt_runs is not None:
+                rows.append(_seeded(lambda lp: plain_row("DAPT", lp, 0), dapt_runs, seeds))
+                rows.append(_seeded(lambda lp, b=base_lp: mixed_row("base + DAPT", b, lp,
+                                                                     alpha_grid, 0),
+                                    dapt_runs, seeds))
+            rows.append(_seeded(lambda lp: plain_row("MemDec alone", lp, None), mem_runs, seeds))
+        rows.append(_seeded(lambda lp, b=base_lp, w=which: mixed_row("base + MemDec", b, lp,
+                                                                     alpha_grid, w),
+                            mem_runs, seeds))
     return rows
+
+
+def gap_and_spread(better: dict[str, Any], worse: dict[str, Any],
+                   field: str = "test_ppl") -> tuple[float, float | None]:
+    """(worse − better, the spread of that gap): the root of the sum of the two rows' squared
+    seed standard deviations; a row of no training (base, kNN-LM) adds 0; None when a trained
+    row has a single seed (its spread is unknown)."""
+    spreads = []
+    for row in (better, worse):
+        if "seeds" not in row:
+            spreads.append(0.0)
+        elif row.get(f"{field}_std") is None:
+            return worse[field] - better[field], None
+        else:
+            spreads.append(row[f"{field}_std"])
+    return worse[field] - better[field], float(np.hypot(*spreads))
 
 
 def find(rows: list[dict[str, Any]], method: str, which: int | None = None) -> dict[str, Any]:
@@ -99,8 +188,15 @@ def _name(row: dict[str, Any]) -> str:
         else row["method"]
 
 
+def _ppl(row: dict[str, Any], field: str = "test_ppl") -> str:
+    """A perplexity with two decimals, '± std' over seeds where the row has a spread."""
+    std = row.get(f"{field}_std")
+    return f"{row[field]:.2f}" + ("" if std is None else f" ± {std:.2f}")
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per row, weights with two decimals."""
+    """Markdown: one line per row, weights with two decimals; a row averaged over seeds shows
+    'mean ± std' (and the number of seeds after its name)."""
     lines = ["| method | weight (α or λ) | chosen from | best on test | val ppl | test ppl | "
              "general test ppl |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -109,9 +205,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             weight += f" (k = {r['k']}, τ = {r['temperature']:g})"
         grid = "" if r["weight_grid"] is None else f"{min(r['weight_grid']):.2f}–{max(r['weight_grid']):.2f}"
         best = "" if r["test_best_weight"] is None else f"{r['test_best_weight']:.2f}"
-        general = "" if r["general_test_ppl"] is None else f"{r['general_test_ppl']:.2f}"
-        lines.append(f"| {_name(r)} | {weight} | {grid} | {best} | {r['val_ppl']:.2f} | "
-                     f"{r['test_ppl']:.2f} | {general} |")
+        general = "" if r["general_test_ppl"] is None else _ppl(r, "general_test_ppl")
+        seeds = f" ({len(r['seeds'])} seeds)" if len(r.get("seeds", ())) > 1 else ""
+        lines.append(f"| {_name(r)}{seeds} | {weight} | {grid} | {best} | {_ppl(r, 'val_ppl')} | "
+                     f"{_ppl(r)} | {general} |")
     return "\n".join(lines)
 
 
@@ -132,9 +229,9 @@ def relations(rows: list[dict[str, Any]]) -> dict[str, tuple[bool, str]]:
     gains = {w: 1 - t[f"base {w} + kNN-LM"] / t[f"base {w}"] for w in (0, 1)}
     out["2 kNN-LM at least 10% below base"] = (
         min(gains.values()) >= 0.10, ", ".join(f"base {w} −{100 * g:.1f}%" for w, g in gains.items()))
+    mem0, knn0 = find(rows, "base + MemDec", 0), find(rows, "base + kNN-LM", 0)
     out["3 base 0 + MemDec below base 0 + kNN-LM"] = (
-        t["base 0 + MemDec"] < t["base 0 + kNN-LM"],
-        f"{t['base 0 + MemDec']:.2f} vs {t['base 0 + kNN-LM']:.2f}")
+        t["base 0 + MemDec"] < t["base 0 + kNN-LM"], f"{_ppl(mem0)} vs {_ppl(knn0)}")
     mixes = {w: find(rows, "base + MemDec", w) for w in (0, 1)}
     out["4 base + MemDec below MemDec alone, α inside its grid"] = (
         all(m["test_ppl"] < t["MemDec alone"] and _inside(m) for m in mixes.values()),

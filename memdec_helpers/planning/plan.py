@@ -209,7 +209,8 @@ def index_stage(w: Workload, which: int = 0, loads: int = 5) -> Stage:
 def course_stages(w: Workload) -> list[Stage]:
     """Every stage of lessons 00-06 on the profile, in order: per base model its log-probs,
     datastore, index and kNN-LM (val, test, general test); the kNN targets of base 0; the Memory
-    Decoder and the DAPT baseline trained and scored; lesson 06's ablations."""
+    Decoder and the DAPT baseline trained and scored (one run per seed of main_seeds); lesson
+    06's ablations."""
     p, n, e, base0, mem = w.profile, w.train, w.held, w.bases[0], w.memdec
     grid = len(set(p.knn_k_grid)) * len(p.knn_temperature_grid)
     stages = [setup_stage(w), corpus_stage(w)]
@@ -225,14 +226,18 @@ def course_stages(w: Workload) -> list[Stage]:
                          max(p.knn_k_grid), temperatures=grid, which=i)]
     sequences = p.train_steps * p.train_batch_size * p.grad_accum
     evals = p.train_steps / p.eval_every + 1
+    seeds = p.main_seeds  # the main table's MemDec and DAPT rows: one run per seed
     return stages + [
         *targets_stages(w, "kNN targets, every datastore position", "02-03", p.k),
         search_stage(w, "validation kNN targets", "03", e, p.k, disk=e * (6 * p.target_top_m + 2)),
         train_stage(w, "train the Memory Decoder", "03", mem, sequences, p.train_batch_size, evals),
-        forward_stage(w, "Memory Decoder log-probs (val, test, general test)", "04", mem, 3 * e),
+        *([train_stage(w, "train the Memory Decoder, other seeds (main_seeds)", "04", mem,
+                       sequences, p.train_batch_size, 0, runs=seeds - 1)] if seeds > 1 else []),
+        forward_stage(w, "Memory Decoder log-probs (val, test, general test)", "04", mem,
+                      3 * e * seeds),
         train_stage(w, "DAPT: fine-tune all of base 0 (the same steps)", "04", base0, sequences,
-                    p.train_batch_size, evals),
-        forward_stage(w, "DAPT log-probs (val, test, general test)", "04", base0, 3 * e),
+                    p.train_batch_size, evals / seeds, runs=seeds),
+        forward_stage(w, "DAPT log-probs (val, test, general test)", "04", base0, 3 * e * seeds),
         Stage("decoding demo (base, + MemDec, + kNN-LM)", "05", 30.0, *w_memory(w, 0.0)),
         *ablation_stages(w, ablation_settings(p, w.train, e)),
     ]

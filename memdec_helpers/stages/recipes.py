@@ -160,8 +160,10 @@ def search_identity(profile: Profile, datastore_key: str, exact: bool, which: in
 
 
 def targets_label(profile: Profile) -> str:
-    """The knobs that shape the kNN targets, as a readable label."""
-    return f"k{profile.k}-tau{profile.knn_temperature:g}-m{profile.target_top_m}"
+    """The knobs that shape the kNN targets, as a readable label (`-base<i>` when another base
+    model than 0 makes them; the datastore's key in the recipe is what tells them apart)."""
+    return (f"k{profile.k}-tau{profile.knn_temperature:g}-m{profile.target_top_m}"
+            f"{_suffix(profile.target_base)}")
 
 
 def targets_recipe(profile: Profile, datastore_key: str, search_id: str) -> Recipe:
