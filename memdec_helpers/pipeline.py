@@ -412,8 +412,9 @@ def decoder_result(profile: Profile, name: str = "memdec", which: int = 0,
 # --- the MLP memory and the comparison of memories (lesson 07) --------------------------------
 
 def mlp_memory_width(profile: Profile) -> int:
-    """The MLP memory's width: `mlp_memory_width`, or (None) the width whose parameter count is
-    closest to the Memory Decoder's (the decoder the profile describes, built, not trained)."""
+    """The MLP memory's inner width: `mlp_memory_width`, or (None) the width whose parameter
+    count is closest to the Memory Decoder's (the decoder the profile describes, built, not
+    trained)."""
     if profile.mlp_memory_width is not None:
         return profile.mlp_memory_width
     base_model = base(profile, 0)[0]
@@ -442,7 +443,7 @@ def mlp_memory(profile: Profile, progress: bool = True, validate: bool = True) -
             trained.attach(base_model)
         else:
             model = build_mlp_memory(base_model, mlp_memory_width(profile), profile.mlp_memory_blocks,
-                                     profile.mlp_memory_layer, profile.seed)
+                                     profile.mlp_memory_layer, profile.seed, profile.mlp_memory_init)
             tokens = corpus(profile)
             validation = {} if not validate else {
                 "val_tokens": tokens["validation"], "val_targets": validation_targets(profile),

@@ -91,7 +91,8 @@ class Profile:
     # --- MLP memory (lesson 07): an MLP over base 0's hidden state, trained like the decoder --
     mlp_memory_layer: int | None = None  # the block whose MLP input it reads (None: ~70% up)
     mlp_memory_blocks: int = 2  # residual MLP blocks
-    mlp_memory_width: int | None = None  # None: the Memory Decoder's parameter count, matched
+    mlp_memory_width: int | None = None  # inner width (None: the decoder's parameter count, matched)
+    mlp_memory_init: str = "base"  # "base": output layer copied from base 0; "scratch": random
     # --- run --------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
@@ -276,6 +277,7 @@ RANGES: dict[str, Rule] = {
     "knn_temperature_grid": each(POSITIVE),
     "knn_k_grid": each(AT_LEAST_1),
     "beta": UNIT,
+    "mlp_memory_init": one_of(("base", "scratch")),
     "key_layer": one_of(KEY_LAYERS),
     "index_type": one_of(INDEX_TYPES),
     "device": one_of(DEVICES),

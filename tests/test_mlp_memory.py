@@ -17,7 +17,6 @@ from transformers import AutoModelForCausalLM
 from memdec_helpers import load_profile
 from memdec_helpers.core.loss import memdec_loss
 from memdec_helpers.runtime.mlp_memory import (
-    EXPANSION,
     MLPMemoryModel,
     build_mlp_memory,
     default_layer,
@@ -41,8 +40,7 @@ def block_input_by_hand(base, ids, layer):
 
 def logits_by_hand(model, hidden):
     """The MLP memory's forward in plain functional torch, from its weights."""
-    x = F.linear(hidden, model.input_proj.weight, model.input_proj.bias) \
-        if model.input_proj is not None else hidden
+    x = hidden
     for b in model.blocks:
         inner = F.gelu(F.linear(F.layer_norm(x, x.shape[-1:], b.ln.weight, b.ln.bias),
                                 b.fc.weight, b.fc.bias), approximate="tanh")
@@ -84,9 +82,9 @@ def test_it_reads_the_mlp_input_of_the_chosen_block_and_skips_the_rest(base):
     assert [default_layer(n) for n in (1, 3, 5, 12, 36)] == [0, 2, 3, 8, 25]
 
 
-@pytest.mark.parametrize("width", [32, 24])  # 32: no input projection (the base's width)
-def test_loss_and_gradients_match_a_dense_brute_force(base, width):
-    model = build_mlp_memory(base, width=width, blocks=2, layer=1).eval()
+@pytest.mark.parametrize("init", ["scratch", "base"])
+def test_loss_and_gradients_match_a_dense_brute_force(base, init):
+    model = build_mlp_memory(base, width=24, blocks=2, layer=1, init=init).eval()
     tokens = np.random.default_rng(1).integers(0, VOCAB, 200)
     targets = fake_targets(tokens, m=4)
     batch = make_batch(tokens, targets.ids, targets.probs, sequence_starts(len(tokens), 8)[:2], 8)
@@ -106,6 +104,18 @@ def test_loss_and_gradients_match_a_dense_brute_force(base, width):
     assert all(p.grad is None for p in base.parameters())  # the base is read, never trained
 
 
+def test_base_init_starts_as_the_base_output_layer_read_at_its_block(base):
+    ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(3))
+    model = build_mlp_memory(base, width=24, blocks=2, layer=1, init="base").eval()
+    hidden = block_input_by_hand(base, ids, 1)
+    torch.testing.assert_close(model(ids).logits, base.lm_head(base.transformer.ln_f(hidden)))
+    assert model.lm_head.weight.data_ptr() != base.lm_head.weight.data_ptr()  # a copy
+    scratch = build_mlp_memory(base, width=24, blocks=2, layer=1, init="scratch")
+    assert not torch.allclose(scratch.lm_head.weight, base.lm_head.weight)
+    again = build_mlp_memory(base, width=24, blocks=2, layer=1, init="scratch")
+    torch.testing.assert_close(again.blocks[0].fc.weight, scratch.blocks[0].fc.weight)  # seeded
+
+
 def test_parameter_count_and_matched_width(base):
     for width, blocks in [(32, 1), (24, 2), (50, 3)]:
         model = build_mlp_memory(base, width=width, blocks=blocks)
@@ -113,7 +123,7 @@ def test_parameter_count_and_matched_width(base):
         assert not any(name.startswith("transformer") for name in model.state_dict())
     for target in (5_000, 40_000, 123_456, 1_000_000):
         width = matched_width(target, 32, VOCAB, 2)
-        gaps = {w: abs(mlp_memory_parameters(w, 32, VOCAB, 2) - target) for w in range(1, 600)}
+        gaps = {w: abs(mlp_memory_parameters(w, 32, VOCAB, 2) - target) for w in range(1, 20000)}
         assert gaps[width] == min(gaps.values()) and width == min(w for w, g in gaps.items()
                                                                   if g == gaps[width])
     decoder = count_parameters(make_gpt2(n_layer=1, n_embd=32))
@@ -124,7 +134,6 @@ def test_parameter_count_and_matched_width(base):
         matched_width(10, 32, VOCAB, 2)
     with pytest.raises(ValueError, match="blocks"):
         matched_width(10_000, 32, VOCAB, 0)
-    assert EXPANSION == 4
 
 
 @pytest.fixture
@@ -186,7 +195,10 @@ def test_clear_errors(base):
         model.attach(make_gpt2(n_layer=3, n_embd=16))
     with pytest.raises(ValueError, match="call attach"):
         MLPMemoryModel(model.config)(torch.zeros(1, 4, dtype=torch.long))
-    for knob, value in [("mlp_memory_layer", -1), ("mlp_memory_blocks", 0), ("mlp_memory_width", 0)]:
+    with pytest.raises(ValueError, match="use one of"):
+        build_mlp_memory(base, width=8, blocks=1, init="copy")
+    for knob, value in [("mlp_memory_layer", -1), ("mlp_memory_blocks", 0), ("mlp_memory_width", 0),
+                        ("mlp_memory_init", "copy")]:
         with pytest.raises(ValueError, match=knob):
             load_profile("tiny", **{knob: value})
 
@@ -196,6 +208,7 @@ def test_recipe_follows_its_knobs_and_the_matched_decoder():
     key = mlp_memory_recipe(profile, "t").key
     assert mlp_memory_recipe(replace(profile, mlp_memory_layer=1), "t").key != key
     assert mlp_memory_recipe(replace(profile, mlp_memory_blocks=3), "t").key != key
+    assert mlp_memory_recipe(replace(profile, mlp_memory_init="scratch"), "t").key != key
     assert mlp_memory_recipe(profile, "other targets").key != key
     assert mlp_memory_recipe(replace(profile, memdec_layers=2), "t").key != key  # matched width
     fixed = replace(profile, mlp_memory_width=64)

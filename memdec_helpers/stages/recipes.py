@@ -229,7 +229,7 @@ def run_recipe(profile: Profile, name: str, targets_key: str | None) -> Recipe:
     return Recipe("run", name, {**profile.subset(*TRAIN_KNOBS), **window_knobs(profile)}, upstream)
 
 
-MLP_MEMORY_KNOBS = ("mlp_memory_layer", "mlp_memory_blocks", "mlp_memory_width")
+MLP_MEMORY_KNOBS = ("mlp_memory_layer", "mlp_memory_blocks", "mlp_memory_width", "mlp_memory_init")
 
 
 def mlp_memory_recipe(profile: Profile, targets_key: str | None) -> Recipe:
