@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .core.mixing import perplexity
-from .core.results import decoder_rows, results_table
+from .core.results import comparison_table, decoder_rows, mlp_memory_rows, results_table
 from .core.windows import WindowSpec
 from .lessons.notebook import check_parameters
 from .planning.lesson_settings import AblationSettings
@@ -31,18 +31,21 @@ from .runtime.decoder import build_memory_decoder, check_same_vocabulary
 from .runtime.devices import resolve_device, seed_everything
 from .runtime.keys import key_dim, keys_of
 from .runtime.knnlm import knn_lm_grid
+from .runtime.mlp_memory import build_mlp_memory, matched_width
 from .runtime.models import count_parameters, load_base_model, model_id
 from .runtime.scoring import score_tokens
 from .runtime.search import search_device
 from .runtime.workers import run_in_workers
 from .stages.corpus import load_corpus
+from .stages.facts import fact_masks as _fact_masks
+from .stages.facts import fact_records
 from .stages.datastore import Datastore, build_datastore, check_datastore_matches, load_datastore
 from .stages.index import Index, build_index
 from .stages.logprobs import saved_logprobs
 from .stages.recipes import (Recipe, base_model_identity, corpus_recipe, datastore_recipe,
                              eval_targets_recipe, index_recipe, knn_logprobs_recipe,
-                             logprobs_recipe, queries_identity, run_recipe, search_identity,
-                             targets_recipe)
+                             logprobs_recipe, mlp_memory_recipe, queries_identity, run_recipe,
+                             search_identity, targets_recipe)
 from .stages.store import read_manifest, stage_dir, stage_is_current
 from .stages.targets import Targets, build_eval_targets, build_neighbours, build_targets, load_targets
 from .stages.training import is_finished, load_run, train_memory_decoder
@@ -412,6 +415,119 @@ def decoder_result(profile: Profile, name: str = "memdec", which: int = 0,
     mem = _splits(lambda split, text: memdec_logprobs(profile, split, name, text), general)
     base_lp = _splits(lambda split, text: base_logprobs(profile, split, which, text), general)
     return decoder_rows(base_lp, mem, profile.alpha_grid, which)
+
+
+# --- the MLP memory and the comparison of memories (lesson 07) --------------------------------
+
+def mlp_memory_width(profile: Profile) -> int:
+    """The MLP memory's inner width: `mlp_memory_width`, or (None) the width whose parameter
+    count is closest to the Memory Decoder's (the decoder the profile describes, built, not
+    trained)."""
+    if profile.mlp_memory_width is not None:
+        return profile.mlp_memory_width
+    base_model = base(profile, 0)[0]
+    decoder = count_parameters(build_memory_decoder(profile, base_model=init_base(profile)))
+    return matched_width(decoder, key_dim(base_model), base_model.get_output_embeddings().weight.shape[0],
+                         profile.mlp_memory_blocks)
+
+
+def _mlp_recipe(profile: Profile) -> Recipe:
+    return mlp_memory_recipe(profile, _targets_recipe(profile).key if profile.beta > 0 else None)
+
+
+_MLP: dict[str, tuple[Any, dict]] = {}
+
+
+def mlp_memory(profile: Profile, progress: bool = True, validate: bool = True) -> tuple[Any, dict]:
+    """Train (or reuse) the MLP memory over base model 0's hidden states, on the same kNN
+    targets, loss, schedule and steps as the Memory Decoder; returns (model, history), the model
+    attached to base 0 (called on token ids it gives `.logits`). Memoised per session."""
+    recipe = _mlp_recipe(profile)
+    if recipe.key not in _MLP:
+        out_dir = _folder(profile, recipe)
+        base_model = base(profile, 0)[0]
+        if is_finished(out_dir, recipe.config()):
+            trained, history = load_run(out_dir)
+            trained.attach(base_model)
+        else:
+            model = build_mlp_memory(base_model, mlp_memory_width(profile), profile.mlp_memory_blocks,
+                                     profile.mlp_memory_layer, profile.seed, profile.mlp_memory_init)
+            tokens = corpus(profile)
+            validation = {} if not validate else {
+                "val_tokens": tokens["validation"], "val_targets": validation_targets(profile),
+                "val_base_logprobs": base_logprobs(profile, "validation")}
+            trained, history = train_memory_decoder(
+                profile, model, tokens["train"], targets(profile, progress), out_dir=out_dir,
+                progress=progress, config=recipe.config(), desc="train MLP memory", **validation)
+        _MLP[recipe.key] = trained.to(resolve_device(profile.device)).eval(), history
+    return _MLP[recipe.key]
+
+
+def mlp_memory_logprobs(profile: Profile, split: str, text: str = "domain") -> np.ndarray:
+    """Per-token log-probs of the MLP memory alone on a split of the domain (or general) corpus,
+    saved under its run's recipe (trained first if it must be)."""
+    run = _mlp_recipe(profile)
+    recipe = logprobs_recipe(profile, "mlp-memory", split, text, f"run:{run.key}")
+    return _scored(profile, recipe, lambda: mlp_memory(profile, progress=False)[0],
+                   lambda: corpus(profile, text)[split])
+
+
+def mlp_memory_result(profile: Profile, general: bool = True) -> list[dict[str, Any]]:
+    """The rows "MLP memory alone" and "base + MLP memory" (base 0, α chosen on validation)."""
+    mlp = _splits(lambda split, text: mlp_memory_logprobs(profile, split, text), general)
+    base_lp = _splits(lambda split, text: base_logprobs(profile, split, 0, text), general)
+    return mlp_memory_rows(base_lp, mlp, profile.alpha_grid, 0)
+
+
+def domain_name(profile: Profile) -> str:
+    """A short name of the profile's domain corpus: `facts` for bundled:facts, a folder's or a
+    data set's last path part."""
+    spec = profile.domain_corpus.partition(":")[2]
+    return spec if profile.domain_corpus.startswith("bundled:") else Path(spec.split(":")[0]).name or spec
+
+
+def fact_masks(profile: Profile, split: str = "test") -> dict[str, np.ndarray]:
+    """"seen" / "unseen" -> bool over a split's per-token log-probs: the tokens of facts the
+    (capped) training split states, or does not (a domain that marks its facts: bundled:facts)."""
+    return _fact_masks(profile, split)
+
+
+def _marks_facts(profile: Profile) -> bool:
+    """Whether the domain corpus marks its facts (its records carry fact spans)."""
+    try:
+        fact_records(profile.domain_corpus)
+    except ValueError:
+        return False
+    return True
+
+
+def memory_comparison(profile: Profile) -> list[dict[str, Any]]:
+    """Lesson 07's table on the profile's domain, base model 0, every weight chosen on
+    validation: base, base + kNN-LM, DAPT, MemDec alone, base + MemDec, MLP memory alone,
+    base + MLP memory; rows carry `domain` and, on a domain that marks its facts, the test
+    perplexity on seen- and unseen-fact tokens."""
+    split_of = {"validation": ("validation", "domain"), "test": ("test", "domain"),
+                "general": ("test", "general")}
+    knn = {split: knn_logprobs(profile, s, 0, text) for split, (s, text) in split_of.items()}
+    return comparison_table(
+        _splits(lambda split, text: base_logprobs(profile, split, 0, text)), knn,
+        _splits(lambda split, text: memdec_logprobs(profile, split, "memdec", text)),
+        _splits(lambda split, text: mlp_memory_logprobs(profile, split, text)),
+        _splits(lambda split, text: dapt_logprobs(profile, split, text)),
+        alpha_grid=profile.alpha_grid, lambda_grid=profile.knn_lambda_grid,
+        domain=domain_name(profile),
+        fact_masks=fact_masks(profile, "test") if _marks_facts(profile) else None)
+
+
+def storage(profile: Profile) -> dict[str, int]:
+    """What each memory keeps, in bytes and parameters: the datastore (float16 keys + int32
+    next tokens of base 0) and the trained Memory Decoder's and MLP memory's parameters."""
+    rows, dim = _datastore_shape(profile, 0)
+    decoder = count_parameters(memory_decoder(profile, progress=False)[0])
+    mlp = count_parameters(mlp_memory(profile, progress=False)[0])
+    return {"datastore_entries": rows, "datastore_bytes": rows * (2 * dim + 4),
+            "memdec_parameters": decoder, "memdec_bytes_fp16": 2 * decoder,
+            "mlp_memory_parameters": mlp, "mlp_memory_bytes_fp16": 2 * mlp}
 
 
 # --- short ablation runs -----------------------------------------------------------------------

@@ -92,6 +92,11 @@ class Profile:
     ablation_seeds: int = 3  # seeds per setting where an ablation reports mean ± std
     ablation_workers: int = 1  # short runs trained at once in one-thread processes (CPU only)
     alpha_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    # --- MLP memory (lesson 07): an MLP over base 0's hidden state, trained like the decoder --
+    mlp_memory_layer: int | None = None  # the block whose MLP input it reads (None: ~70% up)
+    mlp_memory_blocks: int = 2  # residual MLP blocks
+    mlp_memory_width: int | None = None  # inner width (None: the decoder's parameter count, matched)
+    mlp_memory_init: str = "base"  # "base": output layer copied from base 0; "scratch": random
     # --- run --------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
@@ -265,13 +270,15 @@ RANGES: dict[str, Rule] = {
     "name": (is_plain_name, "must be a plain folder name (no '/', '\\' or leading dot), e.g. 'tiny'"),
     **dict.fromkeys(("validation_fraction", "test_fraction"), FRACTION),
     **dict.fromkeys(("max_train_tokens", "max_eval_tokens"), CAP),
-    **dict.fromkeys(("weight_decay", "warmup_steps", "target_base"), NON_NEGATIVE),
+    **dict.fromkeys(("weight_decay", "warmup_steps", "target_base", "mlp_memory_layer"),
+                    NON_NEGATIVE),
     **dict.fromkeys(("split_seed", "seed"), SEED),
     **dict.fromkeys(("stride", "batch_size", "ivf_nlist", "pq_code_bytes", "nprobe",
                      "index_train_size", "k", "target_top_m", "memdec_layers", "memdec_dim",
                      "memdec_heads", "train_steps", "train_batch_size", "grad_accum",
-                     "eval_every", "ablation_steps", "ablation_batch_size", "ablation_seeds", "main_seeds",
-                     "ablation_workers", "neighbour_cache_k", "micro_batch_size"),
+                     "eval_every", "ablation_steps", "ablation_batch_size", "ablation_seeds",
+                     "main_seeds", "ablation_workers", "neighbour_cache_k", "micro_batch_size",
+                     "mlp_memory_blocks", "mlp_memory_width"),
                     AT_LEAST_1),
     **dict.fromkeys(("knn_temperature", "learning_rate", "grad_clip", "budget_minutes",
                      "budget_gpu_gb", "budget_host_gb", "budget_disk_gb"), POSITIVE),
@@ -284,6 +291,7 @@ RANGES: dict[str, Rule] = {
     "knn_temperature_grid": each(POSITIVE),
     "knn_k_grid": each(AT_LEAST_1),
     "beta": UNIT,
+    "mlp_memory_init": one_of(("base", "scratch")),
     "key_layer": one_of(KEY_LAYERS),
     "index_type": one_of(INDEX_TYPES),
     "device": one_of(DEVICES),

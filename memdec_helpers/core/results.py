@@ -10,6 +10,11 @@ training seed: each seed's weight is chosen on validation for that seed's model,
 holds the means over seeds, with `seeds`, `per_seed` (each seed's own numbers) and the sample
 standard deviations `val_ppl_std`, `test_ppl_std`, `general_test_ppl_std` (None with one seed:
 a spread of one run is unknown, never NaN). With one seed the numbers are that run's, unchanged.
+
+Lesson 07's `comparison_table` puts every memory beside base model 0 on one domain: its rows
+add `domain` (tables of several domains are concatenated) and, where the domain marks its
+facts, `seen_fact_ppl` / `unseen_fact_ppl` (test perplexity on the tokens of facts the
+training text states, or does not).
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import numpy as np
 
 from .mixing import mix_logprobs, perplexity, sweep
 
-METHODS = ("base", "base + kNN-LM", "MemDec alone", "base + MemDec", "DAPT", "base + DAPT")
+METHODS = ("base", "base + kNN-LM", "MemDec alone", "base + MemDec", "DAPT", "base + DAPT",
+           "MLP memory alone", "base + MLP memory")
+FACT_KINDS = ("seen", "unseen")  # fact tokens of facts the training text states, or does not
 SPLITS = ("validation", "test", "general")
 PPL_FIELDS = ("val_ppl", "test_ppl", "general_test_ppl")
 SEEDED_FIELDS = ("weight", "test_best_weight") + PPL_FIELDS  # averaged over seeds
@@ -126,6 +133,63 @@ def _seeded(make: Any, runs: list[LogProbs], seeds: Sequence[int]) -> dict[str, 
     return seeded_row([make(lp) for lp in runs], seeds)
 
 
+def mlp_memory_rows(base_lp: dict[str, np.ndarray], mlp_lp: dict[str, np.ndarray],
+                    alpha_grid: Sequence[float], which: int = 0) -> list[dict[str, Any]]:
+    """"MLP memory alone" and "base + MLP memory" (α chosen on validation); an MLP memory reads
+    the hidden states of one base model, `which`, so both rows are that base's."""
+    return [plain_row("MLP memory alone", mlp_lp, which),
+            mixed_row("base + MLP memory", base_lp, mlp_lp, alpha_grid, which)]
+
+
+def comparison_table(base_lp: dict[str, np.ndarray], knn: dict[str, dict[tuple[int, float], np.ndarray]],
+                     memdec: dict[str, np.ndarray], mlp: dict[str, np.ndarray],
+                     dapt: dict[str, np.ndarray], alpha_grid: Sequence[float],
+                     lambda_grid: Sequence[float], domain: str,
+                     fact_masks: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """Every memory on base model 0 and one domain, every weight chosen on validation: base,
+    base + kNN-LM, DAPT, MemDec alone, base + MemDec, MLP memory alone, base + MLP memory; each
+    row names its `domain`, and with `fact_masks` ("seen"/"unseen" -> bool over the test
+    log-probs) adds the test perplexity on those tokens (`seen_fact_ppl`, `unseen_fact_ppl`)."""
+    rows = [plain_row("base", base_lp, 0), knn_lm_row(base_lp, knn, lambda_grid, 0),
+            plain_row("DAPT", dapt, 0), *decoder_rows(base_lp, memdec, alpha_grid, 0),
+            *mlp_memory_rows(base_lp, mlp, alpha_grid, 0)]
+    others = {"base": None, "DAPT": dapt, "MemDec alone": memdec, "base + MemDec": memdec,
+              "MLP memory alone": mlp, "base + MLP memory": mlp}
+    for row in rows:
+        row["domain"] = domain
+        if fact_masks is not None:
+            knn_test = knn["test"][(row["k"], row["temperature"])] if "k" in row else None
+            test = row_test_logprobs(row, base_lp["test"], others.get(row["method"]), knn_test)
+            row.update(fact_ppls(test, fact_masks))
+    return rows
+
+
+def row_test_logprobs(row: dict[str, Any], base_test: np.ndarray,
+                      other: dict[str, np.ndarray] | None,
+                      knn_test: np.ndarray | None = None) -> np.ndarray:
+    """The test log-probs behind a row: the model alone, or mixed with the base at the row's
+    chosen weight (`knn_test`: the kNN-LM's at the row's k and τ)."""
+    model_test = knn_test if knn_test is not None else (None if other is None else other["test"])
+    if model_test is None:
+        return base_test
+    if row["weight"] is None:
+        return model_test
+    return mix_logprobs(base_test, model_test, row["weight"])
+
+
+def fact_ppls(test: np.ndarray, fact_masks: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """`<kind>_fact_ppl`: the perplexity over the test tokens of each kind of fact (None when a
+    kind has no token)."""
+    out: dict[str, float | None] = {}
+    for kind in FACT_KINDS:
+        mask = np.asarray(fact_masks[kind], dtype=bool)
+        if mask.shape != test.shape:
+            raise ValueError(f"fact_masks[{kind!r}] has shape {mask.shape}, the test log-probs "
+                             f"{test.shape}: build the masks from the same test split")
+        out[f"{kind}_fact_ppl"] = perplexity(test[mask]) if mask.any() else None
+    return out
+
+
 def results_table(bases: dict[int, dict[str, np.ndarray]],
                   knn: dict[int, dict[str, dict[tuple[int, float], np.ndarray]]],
                   memdec: LogProbs | Sequence[LogProbs], dapt: LogProbs | Sequence[LogProbs] | None,
@@ -196,9 +260,16 @@ def _ppl(row: dict[str, Any], field: str = "test_ppl") -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per row, weights with two decimals; a row averaged over seeds shows
-    'mean ± std' (and the number of seeds after its name)."""
+    'mean ± std' (and the number of seeds after its name); a `domain` column first and the
+    fact-token perplexities last when the rows have them."""
+    domains = any("domain" in r for r in rows)
+    facts = any("seen_fact_ppl" in r for r in rows)
     lines = ["| method | weight (α or λ) | chosen from | best on test | val ppl | test ppl | "
              "general test ppl |", "|---|---|---|---|---|---|---|"]
+    if domains:
+        lines = ["| domain " + lines[0], "|---" + lines[1]]
+    if facts:
+        lines = [lines[0] + " seen-fact ppl | unseen-fact ppl |", lines[1] + "---|---|"]
     for r in rows:
         weight = "" if r["weight"] is None else f"{r['weight']:.2f}"
         if "k" in r:
@@ -207,9 +278,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         best = "" if r["test_best_weight"] is None else f"{r['test_best_weight']:.2f}"
         general = "" if r["general_test_ppl"] is None else _ppl(r, "general_test_ppl")
         seeds = f" ({len(r['seeds'])} seeds)" if len(r.get("seeds", ())) > 1 else ""
-        lines.append(f"| {_name(r)}{seeds} | {weight} | {grid} | {best} | {_ppl(r, 'val_ppl')} | "
-                     f"{_ppl(r)} | {general} |")
+        line = (f"| {_name(r)}{seeds} | {weight} | {grid} | {best} | {_ppl(r, 'val_ppl')} | "
+                f"{_ppl(r)} | {general} |")
+        if domains:
+            line = f"| {r.get('domain', '')} " + line
+        if facts:
+            line += "".join(f" {_number(r.get(f'{kind}_fact_ppl'))} |" for kind in FACT_KINDS)
+        lines.append(line)
     return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
 
 
 def _inside(row: dict[str, Any]) -> bool:

@@ -251,7 +251,7 @@ def split_streams(config: dict[str, Any]
     """(split -> documents read lazily in split order, split -> document count or None when a
     hub split is streamed)."""
     opened = open_source(config["source"])
-    if isinstance(opened, dict):  # hub data set with its own splits
+    if isinstance(opened, dict):  # a hub data set with its own splits, or a pre-split corpus
         return opened, {s: None for s in SPLITS}
     order = split_order(opened.sizes, config["validation_fraction"], config["test_fraction"],
                         config["split_seed"])

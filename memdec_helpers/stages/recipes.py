@@ -229,3 +229,22 @@ def run_recipe(profile: Profile, name: str, targets_key: str | None) -> Recipe:
             raise ValueError(f"run {name!r} has beta={profile.beta} > 0: it needs its kNN targets")
         upstream["targets"] = targets_key
     return Recipe("run", name, {**profile.subset(*TRAIN_KNOBS), **window_knobs(profile)}, upstream)
+
+
+MLP_MEMORY_KNOBS = ("mlp_memory_layer", "mlp_memory_blocks", "mlp_memory_width", "mlp_memory_init")
+
+
+def mlp_memory_recipe(profile: Profile, targets_key: str | None) -> Recipe:
+    """A trained MLP memory over base model 0: its shape, the training knobs, its training
+    tokens, the base whose hidden states it reads, the decoder whose parameter count it matches
+    (when its width is not given) and, when the KL term has weight, its kNN targets."""
+    upstream = {"corpus": corpus_recipe(profile).key, "base": base_model_identity(profile, 0)}
+    if profile.mlp_memory_width is None:
+        upstream["matched_to"] = init_identity(profile)
+    if profile.beta > 0:
+        if targets_key is None:
+            raise ValueError(f"the MLP memory has beta={profile.beta} > 0: it needs its kNN targets")
+        upstream["targets"] = targets_key
+    return Recipe("run", "mlp-memory",
+                  {**profile.subset(*MLP_MEMORY_KNOBS, *TRAIN_KNOBS), **window_knobs(profile)},
+                  upstream)

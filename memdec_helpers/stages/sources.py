@@ -1,6 +1,7 @@
 """Corpus sources: where documents come from, read lazily so memory is bounded by the caps.
 
-- `bundled:<name>[+<name>...]`: corpora shipped inside the package (compressed JSON lines);
+- `bundled:<name>[+<name>...]`: corpora shipped inside the package (compressed JSON lines; a
+  pre-split one, the generated fact domain `bundled:facts`, names each document's split);
 - `files:<folder or glob>`: your own texts, one document per `.txt`/`.md` file (UTF-8) or one
   per line of a `.jsonl` file with a `text` field;
 - `hub:<data set>[:<config>[:<text column>]]`: a Hugging Face data set, e.g.
@@ -8,7 +9,8 @@
 
 A flat source (bundled, files, a hub data set with one split) is a list of document names and
 sizes plus a reader; corpus.py splits it by document and reads only what the caps need. A hub
-data set with its own train/validation/test splits is streamed split by split.
+data set with its own train/validation/test splits is streamed split by split, and a pre-split
+bundled corpus is read the same way.
 """
 from __future__ import annotations
 
@@ -63,9 +65,9 @@ class DocumentSource:
 
 
 def open_source(source: str) -> DocumentSource | dict[str, Iterable[Document]]:
-    """A flat DocumentSource, or split -> stream of documents for a hub data set with its own
-    splits. Every check (unknown corpus, empty folder, bad file, missing column) runs here,
-    before any tokenizing."""
+    """A flat DocumentSource, or split -> stream of documents for a source with its own splits
+    (a hub data set, a pre-split bundled corpus). Every check (unknown corpus, empty folder,
+    bad file, missing column) runs here, before any tokenizing."""
     kind, sep, name = source.partition(":")
     if not sep or kind not in ("bundled", "files", "hub") or not name.strip():
         raise ValueError(f"corpus source {source!r} must be 'bundled:<name>', "
@@ -88,13 +90,19 @@ def bundled_corpus_path(name: str) -> Path:
     return path
 
 
-def bundled_documents(names: str) -> list[Document]:
-    """The documents of one or more bundled corpora (`a+b`), in order (a few MB: in memory)."""
-    docs: list[Document] = []
+def bundled_records(names: str) -> list[dict[str, Any]]:
+    """The JSON records of one or more bundled corpora (`a+b`), in order: `doc` (its name),
+    `text`, and for a pre-split corpus `split` (plus e.g. the fact domain's `facts` spans)."""
+    records: list[dict[str, Any]] = []
     for name in names.split("+"):
         with gzip.open(bundled_corpus_path(name.strip()), "rt", encoding="utf-8") as fh:
-            docs += [(d["doc"], d["text"]) for d in map(json.loads, fh)]
-    return docs
+            records += list(map(json.loads, fh))
+    return records
+
+
+def bundled_documents(names: str) -> list[Document]:
+    """The documents of one or more bundled corpora (`a+b`), in order (a few MB: in memory)."""
+    return [(d["doc"], d["text"]) for d in bundled_records(names)]
 
 
 def in_memory_source(docs: list[Document]) -> DocumentSource:
@@ -103,8 +111,20 @@ def in_memory_source(docs: list[Document]) -> DocumentSource:
     return DocumentSource([n for n, _ in docs], sizes, lambda i: docs[i][1])
 
 
-def bundled_source(names: str) -> DocumentSource:
-    return in_memory_source(bundled_documents(names))
+def bundled_source(names: str) -> DocumentSource | dict[str, list[Document]]:
+    """A bundled corpus to split by document, or split -> documents for a pre-split one (every
+    record names its `split`, as the generated fact domain's do: its held-out documents are
+    written to restate facts of the training documents, so no seeded split may reshuffle them;
+    validation_fraction, test_fraction and split_seed do not apply to it)."""
+    records = bundled_records(names)
+    given = [r.get("split") for r in records]
+    if not any(given):
+        return in_memory_source([(r["doc"], r["text"]) for r in records])
+    if not all(given) or not set(given) <= set(SPLITS):
+        raise ValueError(f"bundled corpus {names!r}: a pre-split corpus must name one of "
+                         f"{SPLITS} as the `split` of every document (got {sorted(set(map(str, given)))}); "
+                         "use a pre-split corpus such as 'facts' alone, not joined with '+'")
+    return {s: [(r["doc"], r["text"]) for r in records if r["split"] == s] for s in SPLITS}
 
 
 # --- files ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from ..profiles import Profile
 from ..progress import no_transformers_bars, progress_bar
 from ..runtime.devices import autocast_dtype, resolve_device, seed_everything
 from ..runtime.distributed import barrier, check_batch_split, data_parallel, local_device, world
+from ..runtime import mlp_memory as _registered  # noqa: F401  AutoModelForCausalLM reloads it
 from ..runtime.models import check_context_fits, weights_fingerprint
 from ..runtime.scoring import score_tokens, validation_kl
 from ..runtime.training import (TrainState, _train_step, lr_factor, make_optimizer,
@@ -98,9 +99,12 @@ def train_memory_decoder(profile: Profile, model: Any, train_tokens: np.ndarray,
                          val_targets: Any = None, val_base_logprobs: np.ndarray | None = None,
                          resume: bool = True, progress: bool = True,
                          callback: Callable[[dict], None] | None = None,
-                         config: dict[str, Any] | None = None) -> tuple[Any, dict]:
+                         config: dict[str, Any] | None = None,
+                         desc: str = "train MemDec") -> tuple[Any, dict]:
     """Train `model` on the kNN targets (or reuse a finished run of the same config); returns
     (trained model in eval mode, history). `callback(step_record)` runs after every step.
+    Any model that maps token ids to `.logits` trains here (the MLP memory too; `desc` names it
+    on the progress bar).
     `config` is the run's identity (default: its knobs, tokens, targets and starting weights;
     the pipeline passes the run's recipe). One process trains a run folder at a time; another
     one waits, then reuses the result."""
@@ -119,7 +123,7 @@ def train_memory_decoder(profile: Profile, model: Any, train_tokens: np.ndarray,
         state = _start(profile, model, config, starts, out_dir, resume)
         evaluate = partial(_evaluate, profile, val_tokens=val_tokens, val_targets=val_targets,
                            val_base_logprobs=val_base_logprobs)
-        bar = progress_bar(total=profile.train_steps, initial=state.step, desc="train MemDec",
+        bar = progress_bar(total=profile.train_steps, initial=state.step, desc=desc,
                            disable=not progress or rank != 0)
         while state.step < profile.train_steps:
             record = _train_step(profile, state, train_tokens, targets, starts)

@@ -1,0 +1,101 @@
+"""Lesson 07's pipeline on a small fact domain: the MLP memory trained beside the Memory
+Decoder, matched in size, reused by a new session; the comparison table's rows and fields."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from memdec_helpers import pipeline as P
+from memdec_helpers.core.mixing import mix_logprobs, perplexity
+from memdec_helpers.core.results import METHODS, find, format_table
+from memdec_helpers.runtime.mlp_memory import mlp_memory_parameters
+from memdec_helpers.runtime.models import count_parameters
+
+SMALL = dict(domain_corpus="bundled:facts", max_train_tokens=4000, max_eval_tokens=1000,
+             context_length=64, stride=32, k=16, target_top_m=8, neighbour_cache_k=None,
+             knn_k_grid=[16], knn_temperature_grid=[3.0], train_steps=6, warmup_steps=2,
+             eval_every=6, train_batch_size=4, alpha_grid=[0.0, 0.25, 0.5, 0.75, 1.0],
+             knn_lambda_grid=[0.0, 0.25, 0.5, 0.75, 1.0], device="cpu")
+
+
+@pytest.mark.slow
+def test_memory_comparison_on_the_fact_domain(profile, monkeypatch):
+    profile = replace(profile, **SMALL)
+    rows = P.memory_comparison(profile)
+    assert [r["method"] for r in rows] == ["base", "base + kNN-LM", "DAPT", "MemDec alone",
+                                           "base + MemDec", "MLP memory alone", "base + MLP memory"]
+    assert {r["method"] for r in rows} <= set(METHODS)
+    assert all(r["domain"] == "facts" and r["seen_fact_ppl"] > 1 and r["unseen_fact_ppl"] > 1
+               for r in rows)
+    mixed = find(rows, "base + MLP memory", 0)
+    base_test = P.base_logprobs(profile, "test")
+    mlp_test = P.mlp_memory_logprobs(profile, "test")
+    masks = P.fact_masks(profile, "test")
+    want = mix_logprobs(base_test, mlp_test, mixed["weight"])
+    assert mixed["test_ppl"] == pytest.approx(perplexity(want), rel=1e-9)
+    assert mixed["seen_fact_ppl"] == pytest.approx(perplexity(want[masks["seen"]]), rel=1e-9)
+    assert find(rows, "base", 0)["unseen_fact_ppl"] == pytest.approx(
+        perplexity(base_test[masks["unseen"]]), rel=1e-9)
+    text = format_table(rows)
+    assert text.startswith("| domain | method") and "| facts | MLP memory alone |" in text
+
+    model, history = P.mlp_memory(profile)
+    decoder = count_parameters(P.memory_decoder(profile)[0])
+    width = P.mlp_memory_width(profile)
+    step = mlp_memory_parameters(width + 1, 96, 4096, 2) - mlp_memory_parameters(width, 96, 4096, 2)
+    assert abs(count_parameters(model) - decoder) <= step  # matched to the decoder's size
+    assert len(history["steps"]) == 6 and model.config.layer == 2  # base 0: 3 blocks, ~70% up
+    storage = P.storage(profile)
+    assert storage["datastore_entries"] == len(P.corpus(profile)["train"]) - 1
+    assert storage["mlp_memory_parameters"] == count_parameters(model)
+
+    monkeypatch.setattr(P, "_MLP", {})  # a new session: read back, not trained again
+    monkeypatch.setattr(P, "train_memory_decoder", lambda *a, **k: pytest.fail("retrained"))
+    again, _ = P.mlp_memory(profile)
+    ids = P.corpus(profile)["test"][:20]
+    np.testing.assert_allclose(P.mlp_memory_logprobs(profile, "test"), mlp_test)
+    import torch
+    with torch.no_grad():
+        ids_t = torch.as_tensor(ids[None].astype(np.int64))
+        torch.testing.assert_close(again(ids_t).logits, model(ids_t).logits)
+
+
+def test_the_domain_name_is_short(profile):
+    assert P.domain_name(profile) == "kjv-ot"
+    assert P.domain_name(replace(profile, domain_corpus="bundled:facts")) == "facts"
+    assert P.domain_name(replace(profile, domain_corpus="files:/data/my_notes")) == "my_notes"
+    assert P.domain_name(replace(profile, domain_corpus="hub:Salesforce/wikitext:wikitext-103-raw-v1")) == "wikitext"
+
+
+def test_comparison_table_rows_fields_and_fact_perplexities_by_brute_force():
+    from test_results import GRID, KEYS, brute_ppl, logprobs
+
+    from memdec_helpers.core.results import comparison_table
+
+    base, mem, mlp, dapt = logprobs(0), logprobs(1, scale=1.0), logprobs(2, scale=1.5), logprobs(3)
+    knn = {s: {(8, 1.0): lp, (16, 3.0): lp * 0.9} for s, lp in logprobs(4, scale=0.7).items()}
+    rng = np.random.default_rng(9)
+    masks = {"seen": rng.random(300) < 0.2}
+    masks["unseen"] = ~masks["seen"] & (rng.random(300) < 0.3)
+    rows = comparison_table(base, knn, mem, mlp, dapt, GRID, GRID, "facts", fact_masks=masks)
+    assert all(KEYS | {"domain", "seen_fact_ppl", "unseen_fact_ppl"} <= set(r) for r in rows)
+    mixed = find(rows, "base + MLP memory", 0)
+    w = mixed["weight"]
+    assert w == min(GRID, key=lambda a: brute_ppl(base["validation"], mlp["validation"], a))
+    for kind in ("seen", "unseen"):
+        m = masks[kind]
+        assert mixed[f"{kind}_fact_ppl"] == pytest.approx(brute_ppl(base["test"][m], mlp["test"][m], w))
+        assert find(rows, "MLP memory alone", 0)[f"{kind}_fact_ppl"] == pytest.approx(
+            brute_ppl(base["test"][m], mlp["test"][m], 1.0))
+        assert find(rows, "base", 0)[f"{kind}_fact_ppl"] == pytest.approx(
+            brute_ppl(base["test"][m], base["test"][m], 0.0))
+    knn_row = find(rows, "base + kNN-LM", 0)
+    chosen = knn["test"][(knn_row["k"], knn_row["temperature"])][masks["seen"]]
+    assert knn_row["seen_fact_ppl"] == pytest.approx(
+        brute_ppl(base["test"][masks["seen"]], chosen, knn_row["weight"]))
+    plain = comparison_table(base, knn, mem, mlp, dapt, GRID, GRID, "kjv-ot")
+    assert all("seen_fact_ppl" not in r for r in plain)
+    assert "| kjv-ot | base 0 + MLP memory |" in format_table(plain)
+    with pytest.raises(ValueError, match="same test split"):
+        comparison_table(base, knn, mem, mlp, dapt, GRID, GRID, "facts",
+                         fact_masks={"seen": masks["seen"][:10], "unseen": masks["unseen"][:10]})
