@@ -25,17 +25,22 @@ def test_memory_comparison_on_the_fact_domain(profile, monkeypatch):
     assert [r["method"] for r in rows] == ["base", "base + kNN-LM", "DAPT", "MemDec alone",
                                            "base + MemDec", "MLP memory alone", "base + MLP memory"]
     assert {r["method"] for r in rows} <= set(METHODS)
-    assert all(r["domain"] == "facts" and r["seen_fact_ppl"] > 1 and r["unseen_fact_ppl"] > 1
-               for r in rows)
+    masks = P.fact_masks(profile, "test")
+    assert masks["seen"].any() or masks["unseen"].any()
+    for kind in ("seen", "unseen"):  # a capped split may hold no token of one kind: None, not NaN
+        for r in rows:
+            value = r[f"{kind}_fact_ppl"]
+            assert r["domain"] == "facts"
+            assert (value is None) if not masks[kind].any() else value > 1, (r["method"], kind)
     mixed = find(rows, "base + MLP memory", 0)
     base_test = P.base_logprobs(profile, "test")
     mlp_test = P.mlp_memory_logprobs(profile, "test")
-    masks = P.fact_masks(profile, "test")
     want = mix_logprobs(base_test, mlp_test, mixed["weight"])
     assert mixed["test_ppl"] == pytest.approx(perplexity(want), rel=1e-9)
-    assert mixed["seen_fact_ppl"] == pytest.approx(perplexity(want[masks["seen"]]), rel=1e-9)
-    assert find(rows, "base", 0)["unseen_fact_ppl"] == pytest.approx(
-        perplexity(base_test[masks["unseen"]]), rel=1e-9)
+    for kind, row in [("seen", mixed), ("unseen", find(rows, "base", 0))]:
+        lp = want if row is mixed else base_test
+        if masks[kind].any():
+            assert row[f"{kind}_fact_ppl"] == pytest.approx(perplexity(lp[masks[kind]]), rel=1e-9)
     text = format_table(rows)
     assert text.startswith("| domain | method") and "| facts | MLP memory alone |" in text
 
