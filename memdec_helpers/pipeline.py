@@ -380,6 +380,23 @@ def dapt_profile(profile: Profile) -> Profile:
     return dataclasses.replace(profile, beta=0.0, memdec_init="base:0", memdec_layers=None)
 
 
+def same_size_profile(profile: Profile) -> Profile:
+    """A Memory Decoder of the DAPT model's size and start: all of base model 0, the profile's
+    β (KL + CE), on DAPT's exact schedule (steps, batches, learning rate). Next to DAPT (β = 0)
+    it isolates what the KL term buys at equal capacity (the paper's decoder for GPT-2 small is
+    GPT-2 small)."""
+    return dataclasses.replace(profile, memdec_init="base:0", memdec_layers=None)
+
+
+def dapt_init_profile(profile: Profile) -> Profile:
+    """The official recipe's start: a full-size decoder initialised from the trained DAPT model
+    (the official decoder continues a WikiText-fine-tuned GPT-2 small), then trained with the
+    profile's β on the same schedule. DAPT is trained first if it must be."""
+    dapt(profile, progress=False)
+    folder = memdec_dir(dapt_profile(profile), "dapt") / "model"
+    return dataclasses.replace(profile, memdec_init=str(folder), memdec_layers=None)
+
+
 def dapt(profile: Profile, progress: bool = True) -> tuple[Any, dict]:
     """Train (or reuse) the DAPT baseline (domain-adaptive fine-tuning of base model 0)."""
     return memory_decoder(dapt_profile(profile), progress, name="dapt")

@@ -89,3 +89,24 @@ def test_main_table_rows_average_one_run_per_seed(small):
     assert find(single, "base + MemDec", 0)["test_ppl"] == mixed[0]["test_ppl"]
     assert find(single, "base + MemDec", 0)["test_ppl_std"] is None
     P.release_index()
+
+
+def test_same_size_decoder_is_dapt_with_the_kl_term(small):
+    same, dapt = P.same_size_profile(small), P.dapt_profile(small)
+    a, b = P._run_recipe(same, "memdec"), P._run_recipe(dapt, "dapt")
+    assert a.upstream["init"] == b.upstream["init"]  # all of base 0, the same start
+    assert {k: v for k, v in a.knobs.items() if k != "beta"} == \
+        {k: v for k, v in b.knobs.items() if k != "beta"}  # DAPT's exact schedule
+    assert (a.knobs["beta"], b.knobs["beta"]) == (small.beta, 0.0) and "targets" in a.upstream
+
+
+def test_dapt_init_starts_from_the_trained_dapt_model(small):
+    start = P.dapt_init_profile(small)
+    dapt_model, _ = P.dapt(small, progress=False)
+    assert start.memdec_layers is None and start.memdec_init.endswith("model")
+    from memdec_helpers.runtime.decoder import build_memory_decoder
+    built = build_memory_decoder(start, base_model=P.base(small, 0)[0])
+    got, want = built.state_dict(), dapt_model.state_dict()
+    assert all(torch.equal(got[k].float().cpu(), want[k].float().cpu()) for k in want)
+    assert P._run_recipe(start, "memdec").upstream["init"] != \
+        P._run_recipe(P.same_size_profile(small), "memdec").upstream["init"]
