@@ -634,14 +634,19 @@ def with_seed(profile: Profile, seed: int) -> Profile:
 MAIN_RUNS = ("memdec", "dapt")
 
 
-def main_runs(profile: Profile, workers: int | None = None) -> None:
-    """Train the main table's runs that are missing: the Memory Decoder and DAPT for every
-    seed of `main_seeds`. On a CPU they go `workers` at a time (default
-    profile.ablation_workers) in processes of one thread each, as short_runs does; the seeds
-    after the first skip the validation evaluations (they change no weight)."""
+def main_runs(profile: Profile, workers: int | None = None,
+              kinds: tuple[str, ...] = MAIN_RUNS) -> None:
+    """Train the main table's runs that are missing: the Memory Decoder and DAPT (`kinds`: one
+    or both of "memdec", "dapt") for every seed of `main_seeds`, so a lesson can train its own
+    share. On a CPU they go `workers` at a time (default profile.ablation_workers) in processes
+    of one thread each, as short_runs does; the seeds after the first skip the validation
+    evaluations (they change no weight)."""
+    unknown = sorted(set(kinds) - set(MAIN_RUNS))
+    if unknown or not kinds:
+        raise ValueError(f"main_runs kinds={kinds!r}: use one or more of {MAIN_RUNS}")
     workers = profile.ablation_workers if workers is None else workers
     todo = [(with_seed(profile, seed), kind, seed == profile.seed)
-            for seed in main_seeds(profile) for kind in MAIN_RUNS
+            for seed in main_seeds(profile) for kind in kinds
             if not _main_run_done(with_seed(profile, seed), kind)]
     if workers > 1 and len(todo) > 1 and resolve_device(profile.device).type == "cpu":
         run_in_workers(_main_run_job, todo, workers,

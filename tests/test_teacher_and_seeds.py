@@ -110,3 +110,13 @@ def test_dapt_init_starts_from_the_trained_dapt_model(small):
     assert all(torch.equal(got[k].float().cpu(), want[k].float().cpu()) for k in want)
     assert P._run_recipe(start, "memdec").upstream["init"] != \
         P._run_recipe(P.same_size_profile(small), "memdec").upstream["init"]
+
+
+def test_main_runs_trains_only_the_kinds_asked_for(small, monkeypatch):
+    profile = dataclasses.replace(small, main_seeds=3)
+    calls = []
+    monkeypatch.setattr(P, "_main_run_job", lambda p, kind, validate: calls.append((p.seed, kind, validate)))
+    P.main_runs(profile, workers=1, kinds=("memdec",))
+    assert calls == [(0, "memdec", True), (1, "memdec", False), (2, "memdec", False)]
+    with pytest.raises(ValueError, match="kinds"):
+        P.main_runs(profile, kinds=("lora",))
