@@ -16,6 +16,16 @@ from memdec_helpers.runtime.search import search
 from memdec_helpers.stages.recipes import datastore_recipe
 
 
+@pytest.fixture(autouse=True)
+def fresh_memos(monkeypatch):
+    """The pipeline memoises by recipe key, not by artifacts folder: each test gets empty memos
+    (a new session), so nothing it builds leaks into another test's temporary folder."""
+    for memo in ("_STORES", "_EVAL_KEYS", "_KNN", "_CORPORA", "_MEMDEC"):
+        monkeypatch.setattr(P, memo, {})
+    yield
+    P.release_index()
+
+
 @pytest.fixture
 def small(tmp_path):
     return load_profile("tiny", artifacts_dir=str(tmp_path / "artifacts"), max_train_tokens=3000,
