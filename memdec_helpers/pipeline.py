@@ -19,7 +19,7 @@ import torch
 
 from .core.mixing import perplexity
 from .core.results import comparison_table, decoder_rows, mlp_memory_rows, results_table
-from .core.windows import WindowSpec
+from .core.windows import WindowSpec, window_batches
 from .lessons.notebook import check_parameters
 from .planning.lesson_settings import AblationSettings
 from .planning.lesson_settings import ablation_settings as derive_ablation_settings
@@ -31,10 +31,11 @@ from .runtime.decoder import build_memory_decoder, check_same_vocabulary
 from .runtime.devices import resolve_device, seed_everything
 from .runtime.keys import key_dim, keys_of
 from .runtime.knnlm import knn_lm_grid
-from .runtime.mlp_memory import build_mlp_memory, matched_width
+from .runtime.mlp_memory import build_mlp_memory, matched_width, read_hidden
 from .runtime.models import count_parameters, load_base_model, model_id
 from .runtime.scoring import score_tokens
-from .runtime.search import search_device
+from .runtime.search import search, search_device
+from .runtime.timing import fastest
 from .runtime.workers import run_in_workers
 from .stages.corpus import load_corpus
 from .stages.facts import fact_masks as _fact_masks
@@ -520,6 +521,36 @@ def storage(profile: Profile) -> dict[str, int]:
     return {"datastore_entries": rows, "datastore_bytes": rows * (2 * dim + 4),
             "memdec_parameters": decoder, "memdec_bytes_fp16": 2 * decoder,
             "mlp_memory_parameters": mlp, "mlp_memory_bytes_fp16": 2 * mlp}
+
+
+def decoding_cost(profile: Profile, tokens: int = 2048, k: int | None = None,
+                  repeats: int = 3) -> dict[str, float]:
+    """Milliseconds per token to score the first `tokens` test tokens (the fastest of `repeats`)
+    with base 0 alone and with each memory beside it: base + the Memory Decoder's forward pass,
+    base + the MLP memory's MLP over the hidden state the base computes anyway, base + the
+    kNN-LM's exact search of the datastore for `k` neighbours (default: the profile's k) per
+    token (the key is the base's hidden state too). Mixing costs the same for all three."""
+    ids = corpus(profile)["test"][:tokens + 1]
+    spec, base_model = WindowSpec.of(profile), base(profile, 0)[0]
+    mlp_model = mlp_memory(profile, progress=False)[0]
+    decoder = memory_decoder(profile, progress=False)[0]
+    hidden = [read_hidden(base_model, batch, mlp_model.config.layer)
+              for batch, _, _ in window_batches(ids, spec.context_length, spec.stride, spec.batch_size)]
+    keys, _ = keys_of(base_model, ids, spec, key_layer=profile.key_layer)
+    idx = index(profile, 0, progress=False)
+
+    def mlp_part() -> None:
+        with torch.inference_mode():
+            for h in hidden:
+                torch.log_softmax(mlp_model.memory_logits(h), -1)
+
+    per_token = {name: 1000 * fastest(run, repeats) / (len(ids) - 1) for name, run in {
+        "base": lambda: score_tokens(base_model, ids, spec),
+        "MemDec": lambda: score_tokens(decoder, ids, spec), "MLP memory": mlp_part,
+        "kNN search": lambda: search(idx, keys, k or profile.k)}.items()}
+    return {"base": per_token["base"],
+            **{f"base + {name}": per_token["base"] + per_token[part] for name, part in
+               (("MemDec", "MemDec"), ("MLP memory", "MLP memory"), ("kNN-LM", "kNN search"))}}
 
 
 # --- short ablation runs -----------------------------------------------------------------------

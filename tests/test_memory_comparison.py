@@ -49,6 +49,10 @@ def test_memory_comparison_on_the_fact_domain(profile, monkeypatch):
     assert storage["datastore_entries"] == len(P.corpus(profile)["train"]) - 1
     assert storage["mlp_memory_parameters"] == count_parameters(model)
 
+    cost = P.decoding_cost(profile, tokens=200, repeats=1)
+    assert list(cost) == ["base", "base + MemDec", "base + MLP memory", "base + kNN-LM"]
+    assert all(cost[m] > cost["base"] > 0 for m in list(cost)[1:])
+
     monkeypatch.setattr(P, "_MLP", {})  # a new session: read back, not trained again
     monkeypatch.setattr(P, "train_memory_decoder", lambda *a, **k: pytest.fail("retrained"))
     again, _ = P.mlp_memory(profile)
