@@ -480,8 +480,9 @@ def domain_name(profile: Profile) -> str:
 
 
 def fact_masks(profile: Profile, split: str = "test") -> dict[str, np.ndarray]:
-    """"seen" / "unseen" -> bool over a split's per-token log-probs: the tokens of facts the
-    (capped) training split states, or does not (a domain that marks its facts: bundled:facts)."""
+    """"verbatim" / "reworded" / "unseen" -> bool over a split's per-token log-probs: the tokens
+    of facts the (capped) training split states, restated in its sentences or in new words, or
+    does not state (a domain that marks its facts: bundled:facts)."""
     return _fact_masks(profile, split)
 
 
@@ -498,7 +499,7 @@ def memory_comparison(profile: Profile) -> list[dict[str, Any]]:
     """Lesson 07's table on the profile's domain, base model 0, every weight chosen on
     validation: base, base + kNN-LM, DAPT, MemDec alone, base + MemDec, MLP memory alone,
     base + MLP memory; rows carry `domain` and, on a domain that marks its facts, the test
-    perplexity on seen- and unseen-fact tokens."""
+    perplexity on the tokens of verbatim, reworded and unseen facts."""
     split_of = {"validation": ("validation", "domain"), "test": ("test", "domain"),
                 "general": ("test", "general")}
     knn = {split: knn_logprobs(profile, s, 0, text) for split, (s, text) in split_of.items()}

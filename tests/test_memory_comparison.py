@@ -25,7 +25,7 @@ def test_memory_comparison_on_the_fact_domain(profile, monkeypatch):
     assert [r["method"] for r in rows] == ["base", "base + kNN-LM", "DAPT", "MemDec alone",
                                            "base + MemDec", "MLP memory alone", "base + MLP memory"]
     assert {r["method"] for r in rows} <= set(METHODS)
-    assert all(r["domain"] == "facts" and r["seen_fact_ppl"] > 1 and r["unseen_fact_ppl"] > 1
+    assert all(r["domain"] == "facts" and r["verbatim_fact_ppl"] > 1 and r["unseen_fact_ppl"] > 1
                for r in rows)
     mixed = find(rows, "base + MLP memory", 0)
     base_test = P.base_logprobs(profile, "test")
@@ -33,7 +33,7 @@ def test_memory_comparison_on_the_fact_domain(profile, monkeypatch):
     masks = P.fact_masks(profile, "test")
     want = mix_logprobs(base_test, mlp_test, mixed["weight"])
     assert mixed["test_ppl"] == pytest.approx(perplexity(want), rel=1e-9)
-    assert mixed["seen_fact_ppl"] == pytest.approx(perplexity(want[masks["seen"]]), rel=1e-9)
+    assert mixed["reworded_fact_ppl"] == pytest.approx(perplexity(want[masks["reworded"]]), rel=1e-9)
     assert find(rows, "base", 0)["unseen_fact_ppl"] == pytest.approx(
         perplexity(base_test[masks["unseen"]]), rel=1e-9)
     text = format_table(rows)
@@ -79,14 +79,15 @@ def test_comparison_table_rows_fields_and_fact_perplexities_by_brute_force():
     base, mem, mlp, dapt = logprobs(0), logprobs(1, scale=1.0), logprobs(2, scale=1.5), logprobs(3)
     knn = {s: {(8, 1.0): lp, (16, 3.0): lp * 0.9} for s, lp in logprobs(4, scale=0.7).items()}
     rng = np.random.default_rng(9)
-    masks = {"seen": rng.random(300) < 0.2}
-    masks["unseen"] = ~masks["seen"] & (rng.random(300) < 0.3)
+    kind = rng.integers(0, 5, 300)
+    masks = {"verbatim": kind == 0, "reworded": kind == 1, "unseen": kind == 2}
     rows = comparison_table(base, knn, mem, mlp, dapt, GRID, GRID, "facts", fact_masks=masks)
-    assert all(KEYS | {"domain", "seen_fact_ppl", "unseen_fact_ppl"} <= set(r) for r in rows)
+    assert all(KEYS | {"domain", "verbatim_fact_ppl", "reworded_fact_ppl", "unseen_fact_ppl"}
+               <= set(r) for r in rows)
     mixed = find(rows, "base + MLP memory", 0)
     w = mixed["weight"]
     assert w == min(GRID, key=lambda a: brute_ppl(base["validation"], mlp["validation"], a))
-    for kind in ("seen", "unseen"):
+    for kind in ("verbatim", "reworded", "unseen"):
         m = masks[kind]
         assert mixed[f"{kind}_fact_ppl"] == pytest.approx(brute_ppl(base["test"][m], mlp["test"][m], w))
         assert find(rows, "MLP memory alone", 0)[f"{kind}_fact_ppl"] == pytest.approx(
@@ -94,12 +95,13 @@ def test_comparison_table_rows_fields_and_fact_perplexities_by_brute_force():
         assert find(rows, "base", 0)[f"{kind}_fact_ppl"] == pytest.approx(
             brute_ppl(base["test"][m], base["test"][m], 0.0))
     knn_row = find(rows, "base + kNN-LM", 0)
-    chosen = knn["test"][(knn_row["k"], knn_row["temperature"])][masks["seen"]]
-    assert knn_row["seen_fact_ppl"] == pytest.approx(
-        brute_ppl(base["test"][masks["seen"]], chosen, knn_row["weight"]))
+    chosen = knn["test"][(knn_row["k"], knn_row["temperature"])][masks["verbatim"]]
+    assert knn_row["verbatim_fact_ppl"] == pytest.approx(
+        brute_ppl(base["test"][masks["verbatim"]], chosen, knn_row["weight"]))
     plain = comparison_table(base, knn, mem, mlp, dapt, GRID, GRID, "kjv-ot")
-    assert all("seen_fact_ppl" not in r for r in plain)
+    assert all("unseen_fact_ppl" not in r for r in plain)
+    assert "| verbatim-fact ppl | reworded-fact ppl | unseen-fact ppl |" in format_table(rows)
     assert "| kjv-ot | base 0 + MLP memory |" in format_table(plain)
     with pytest.raises(ValueError, match="same test split"):
         comparison_table(base, knn, mem, mlp, dapt, GRID, GRID, "facts",
-                         fact_masks={"seen": masks["seen"][:10], "unseen": masks["unseen"][:10]})
+                         fact_masks={k: m[:10] for k, m in masks.items()})
