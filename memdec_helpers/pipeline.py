@@ -472,6 +472,16 @@ def mlp_memory_result(profile: Profile, general: bool = True) -> list[dict[str, 
     return mlp_memory_rows(base_lp, mlp, profile.alpha_grid, 0)
 
 
+FACT_DOMAIN = "bundled:facts"
+
+
+def fact_domain(profile: Profile, **knobs: Any) -> Profile:
+    """The profile on the generated fact domain (lesson 07): its knobs, with `bundled:facts` as
+    the domain corpus, all of it (the caps lifted: it is small, and pre-split), plus `knobs`."""
+    return dataclasses.replace(profile, **{"domain_corpus": FACT_DOMAIN, "max_train_tokens": None,
+                                           "max_eval_tokens": None, **knobs})
+
+
 def domain_name(profile: Profile) -> str:
     """A short name of the profile's domain corpus: `facts` for bundled:facts, a folder's or a
     data set's last path part."""

@@ -64,6 +64,13 @@ def test_memory_comparison_on_the_fact_domain(profile, monkeypatch):
         torch.testing.assert_close(again(ids_t).logits, model(ids_t).logits)
 
 
+def test_the_fact_domain_profile(profile):
+    facts = P.fact_domain(profile, train_steps=40)
+    assert (facts.domain_corpus, facts.max_train_tokens, facts.train_steps) == ("bundled:facts", None, 40)
+    assert facts.general_corpus == profile.general_corpus and facts.k == profile.k
+    assert P.fact_domain(profile, max_train_tokens=5000).max_train_tokens == 5000
+
+
 def test_the_domain_name_is_short(profile):
     assert P.domain_name(profile) == "kjv-ot"
     assert P.domain_name(replace(profile, domain_corpus="bundled:facts")) == "facts"
