@@ -505,11 +505,15 @@ def _marks_facts(profile: Profile) -> bool:
     return True
 
 
-def memory_comparison(profile: Profile) -> list[dict[str, Any]]:
+def memory_comparison(profile: Profile, validate: bool = False) -> list[dict[str, Any]]:
     """Lesson 07's table on the profile's domain, base model 0, every weight chosen on
     validation: base, base + kNN-LM, DAPT, MemDec alone, base + MemDec, MLP memory alone,
     base + MLP memory; rows carry `domain` and, on a domain that marks its facts, the test
-    perplexity on the tokens of verbatim, reworded and unseen facts."""
+    perplexity on the tokens of verbatim, reworded and unseen facts. Runs still to train are
+    trained without validation during training unless `validate` (the same weights, sooner)."""
+    memory_decoder(profile, progress=False, validate=validate)
+    memory_decoder(dapt_profile(profile), progress=False, name="dapt", validate=validate)
+    mlp_memory(profile, progress=False, validate=validate)
     split_of = {"validation": ("validation", "domain"), "test": ("test", "domain"),
                 "general": ("test", "general")}
     knn = {split: knn_logprobs(profile, s, 0, text) for split, (s, text) in split_of.items()}
