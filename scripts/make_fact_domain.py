@@ -36,7 +36,7 @@ bytes; the gzip header has no time stamp or file name):
    tokenized splits: which test tokens belong to a fact seen in (the capped) training text,
    verbatim or reworded, which to an unseen one.
 
-About 70k training tokens and 8k tokens per held-out split with the bundled tokenizer.
+About 70k training tokens and 17k tokens per held-out split with the bundled tokenizer.
 The text is generated: there is nothing to attribute and no licence question.
 """
 from __future__ import annotations
@@ -55,8 +55,8 @@ OUT = ROOT / "memdec_helpers" / "data" / "corpora" / "facts.jsonl.gz"
 SEED = 20
 PEOPLE, TOWNS, RIVERS = 220, 48, 16
 TRAIN_DOCS = 3  # training documents that state each fact, each in another template
-RESTATED = 0.5  # share of the people and towns restated in validation or test
-UNSEEN_PER_SPLIT = 30  # new people (and a fifth as many new towns) per held-out split
+RESTATED = 0.8  # share of the people and towns restated in validation or test
+UNSEEN_PER_SPLIT = 66  # new people (and a fifth as many new towns) per held-out split
 SPLITS = ("train", "validation", "test")
 
 TRADES = ("cooper", "weaver", "tanner", "mason", "potter", "smith", "miller", "fletcher",

@@ -64,11 +64,16 @@ def test_memory_comparison_on_the_fact_domain(profile, monkeypatch):
         torch.testing.assert_close(again(ids_t).logits, model(ids_t).logits)
 
 
-def test_the_fact_domain_profile(profile):
+def test_the_fact_domain_profile_fits_its_caps_to_the_fact_corpus(profile):
     facts = P.fact_domain(profile, train_steps=40)
-    assert (facts.domain_corpus, facts.max_train_tokens, facts.train_steps) == ("bundled:facts", None, 40)
+    whole = P.corpus(replace(facts, max_train_tokens=None, max_eval_tokens=None))
+    assert facts.domain_corpus == "bundled:facts" and facts.train_steps == 40
+    assert facts.max_train_tokens == len(whole["train"]) < profile.max_train_tokens  # all of it
+    assert facts.max_eval_tokens == profile.max_eval_tokens == 16000  # the same general test text
     assert facts.general_corpus == profile.general_corpus and facts.k == profile.k
     assert P.fact_domain(profile, max_train_tokens=5000).max_train_tokens == 5000
+    uncapped = P.fact_domain(replace(profile, max_train_tokens=None, max_eval_tokens=None))
+    assert (uncapped.max_train_tokens, uncapped.max_eval_tokens) == (None, None)
 
 
 def test_the_domain_name_is_short(profile):
