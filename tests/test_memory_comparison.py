@@ -11,7 +11,7 @@ from memdec_helpers.core.results import METHODS, find, format_table
 from memdec_helpers.runtime.mlp_memory import mlp_memory_parameters
 from memdec_helpers.runtime.models import count_parameters
 
-SMALL = dict(domain_corpus="bundled:facts", max_train_tokens=4000, max_eval_tokens=1000,
+SMALL = dict(domain_corpus="bundled:facts", max_train_tokens=20000, max_eval_tokens=3000,
              context_length=64, stride=32, k=16, target_top_m=8, neighbour_cache_k=None,
              knn_k_grid=[16], knn_temperature_grid=[3.0], train_steps=6, warmup_steps=2,
              eval_every=6, train_batch_size=4, alpha_grid=[0.0, 0.25, 0.5, 0.75, 1.0],
