@@ -36,6 +36,7 @@ def test_memory_comparison_on_the_fact_domain(profile, monkeypatch):
     assert mixed["reworded_fact_ppl"] == pytest.approx(perplexity(want[masks["reworded"]]), rel=1e-9)
     assert find(rows, "base", 0)["unseen_fact_ppl"] == pytest.approx(
         perplexity(base_test[masks["unseen"]]), rel=1e-9)
+    assert P.memory_comparisons([profile]) == rows  # reused, one table for several domains
     text = format_table(rows)
     assert text.startswith("| domain | method") and "| facts | MLP memory alone |" in text
 
