@@ -19,7 +19,7 @@ import torch
 
 from .core.mixing import perplexity
 from .core.results import comparison_table, decoder_rows, mlp_memory_rows, results_table
-from .core.windows import WindowSpec
+from .core.windows import WindowSpec, window_batches
 from .lessons.notebook import check_parameters
 from .planning.lesson_settings import AblationSettings
 from .planning.lesson_settings import ablation_settings as derive_ablation_settings
@@ -31,10 +31,11 @@ from .runtime.decoder import build_memory_decoder, check_same_vocabulary
 from .runtime.devices import resolve_device, seed_everything
 from .runtime.keys import key_dim, keys_of
 from .runtime.knnlm import knn_lm_grid
-from .runtime.mlp_memory import build_mlp_memory, matched_width
+from .runtime.mlp_memory import build_mlp_memory, matched_width, read_hidden
 from .runtime.models import count_parameters, load_base_model, model_id
 from .runtime.scoring import score_tokens
-from .runtime.search import search_device
+from .runtime.search import search, search_device
+from .runtime.timing import fastest
 from .runtime.workers import run_in_workers
 from .stages.corpus import load_corpus
 from .stages.facts import fact_masks as _fact_masks
@@ -496,6 +497,28 @@ def mlp_memory_result(profile: Profile, general: bool = True) -> list[dict[str, 
     return mlp_memory_rows(base_lp, mlp, profile.alpha_grid, 0)
 
 
+FACT_DOMAIN = "bundled:facts"
+
+
+def fact_domain(profile: Profile, **knobs: Any) -> Profile:
+    """The profile on the generated fact domain (lesson 07): its knobs with `bundled:facts` as
+    the domain corpus, each cap lowered to what the fact corpus holds (tiny: all 69,653
+    training tokens, 16,000 per held-out split, so the general test text is the one the
+    profile scores on its own domain), plus `knobs`."""
+    whole = dataclasses.replace(profile, domain_corpus=FACT_DOMAIN, max_train_tokens=None,
+                                max_eval_tokens=None)
+    sizes = {split: len(tokens) for split, tokens in corpus(whole).items()}
+    held_out = min(sizes["validation"], sizes["test"])
+    caps = {"max_train_tokens": _fitted(profile.max_train_tokens, sizes["train"]),
+            "max_eval_tokens": _fitted(profile.max_eval_tokens, held_out)}
+    return dataclasses.replace(whole, **{**caps, **knobs})
+
+
+def _fitted(cap: int | None, size: int) -> int | None:
+    """A cap no larger than what a split holds (None stays None: no cap)."""
+    return None if cap is None else min(cap, size)
+
+
 def domain_name(profile: Profile) -> str:
     """A short name of the profile's domain corpus: `facts` for bundled:facts, a folder's or a
     data set's last path part."""
@@ -504,8 +527,9 @@ def domain_name(profile: Profile) -> str:
 
 
 def fact_masks(profile: Profile, split: str = "test") -> dict[str, np.ndarray]:
-    """"seen" / "unseen" -> bool over a split's per-token log-probs: the tokens of facts the
-    (capped) training split states, or does not (a domain that marks its facts: bundled:facts)."""
+    """"verbatim" / "reworded" / "unseen" -> bool over a split's per-token log-probs: the tokens
+    of facts the (capped) training split states, restated in its sentences or in new words, or
+    does not state (a domain that marks its facts: bundled:facts)."""
     return _fact_masks(profile, split)
 
 
@@ -518,11 +542,15 @@ def _marks_facts(profile: Profile) -> bool:
     return True
 
 
-def memory_comparison(profile: Profile) -> list[dict[str, Any]]:
+def memory_comparison(profile: Profile, validate: bool = False) -> list[dict[str, Any]]:
     """Lesson 07's table on the profile's domain, base model 0, every weight chosen on
     validation: base, base + kNN-LM, DAPT, MemDec alone, base + MemDec, MLP memory alone,
     base + MLP memory; rows carry `domain` and, on a domain that marks its facts, the test
-    perplexity on seen- and unseen-fact tokens."""
+    perplexity on the tokens of verbatim, reworded and unseen facts. Runs still to train are
+    trained without validation during training unless `validate` (the same weights, sooner)."""
+    memory_decoder(profile, progress=False, validate=validate)
+    memory_decoder(dapt_profile(profile), progress=False, name="dapt", validate=validate)
+    mlp_memory(profile, progress=False, validate=validate)
     split_of = {"validation": ("validation", "domain"), "test": ("test", "domain"),
                 "general": ("test", "general")}
     knn = {split: knn_logprobs(profile, s, 0, text) for split, (s, text) in split_of.items()}
@@ -536,6 +564,13 @@ def memory_comparison(profile: Profile) -> list[dict[str, Any]]:
         fact_masks=fact_masks(profile, "test") if _marks_facts(profile) else None)
 
 
+def memory_comparisons(profiles: list[Profile]) -> list[dict[str, Any]]:
+    """memory_comparison of every profile (e.g. one per domain), their rows in one table.
+    (Training the runs two at a time in one-thread processes was measured: no faster on 2
+    cores for these sizes, 121 s against 125 s.)"""
+    return [row for profile in profiles for row in memory_comparison(profile)]
+
+
 def storage(profile: Profile) -> dict[str, int]:
     """What each memory keeps, in bytes and parameters: the datastore (float16 keys + int32
     next tokens of base 0) and the trained Memory Decoder's and MLP memory's parameters."""
@@ -545,6 +580,36 @@ def storage(profile: Profile) -> dict[str, int]:
     return {"datastore_entries": rows, "datastore_bytes": rows * (2 * dim + 4),
             "memdec_parameters": decoder, "memdec_bytes_fp16": 2 * decoder,
             "mlp_memory_parameters": mlp, "mlp_memory_bytes_fp16": 2 * mlp}
+
+
+def decoding_cost(profile: Profile, tokens: int = 2048, k: int | None = None,
+                  repeats: int = 3) -> dict[str, float]:
+    """Milliseconds per token to score the first `tokens` test tokens (the fastest of `repeats`)
+    with base 0 alone and with each memory beside it: base + the Memory Decoder's forward pass,
+    base + the MLP memory's MLP over the hidden state the base computes anyway, base + the
+    kNN-LM's exact search of the datastore for `k` neighbours (default: the profile's k) per
+    token (the key is the base's hidden state too). Mixing costs the same for all three."""
+    ids = corpus(profile)["test"][:tokens + 1]
+    spec, base_model = WindowSpec.of(profile), base(profile, 0)[0]
+    mlp_model = mlp_memory(profile, progress=False)[0]
+    decoder = memory_decoder(profile, progress=False)[0]
+    hidden = [read_hidden(base_model, batch, mlp_model.config.layer)
+              for batch, _, _ in window_batches(ids, spec.context_length, spec.stride, spec.batch_size)]
+    keys, _ = keys_of(base_model, ids, spec, key_layer=profile.key_layer)
+    idx = index(profile, 0, progress=False)
+
+    def mlp_part() -> None:
+        with torch.inference_mode():
+            for h in hidden:
+                torch.log_softmax(mlp_model.memory_logits(h), -1)
+
+    per_token = {name: 1000 * fastest(run, repeats) / (len(ids) - 1) for name, run in {
+        "base": lambda: score_tokens(base_model, ids, spec),
+        "MemDec": lambda: score_tokens(decoder, ids, spec), "MLP memory": mlp_part,
+        "kNN search": lambda: search(idx, keys, k or profile.k)}.items()}
+    return {"base": per_token["base"],
+            **{f"base + {name}": per_token["base"] + per_token[part] for name, part in
+               (("MemDec", "MemDec"), ("MLP memory", "MLP memory"), ("kNN-LM", "kNN search"))}}
 
 
 # --- short ablation runs -----------------------------------------------------------------------

@@ -16,23 +16,27 @@ bytes; the gzip header has no time stamp or file name):
    TRAIN_DOCS training documents, each time in a different training template ("X was born in
    Y.", "The birthplace of X is Y.", ...), documents of different styles (a gazetteer entry, a
    parish book, a traveller's letter) with their sentences in a shuffled order. A share
-   (RESTATED) of the people and towns is restated in validation or test documents (never
-   both) in *held-out* templates that no training document uses ("Records show that X was a
-   native of Y."): a memory must recognise the fact, not the sentence. Validation and test
-   also describe new people and towns (UNSEEN_PER_SPLIT each) in the same held-out templates:
-   facts no training document states, whose objects a memory cannot know (they are drawn from
-   the world's towns, years and trades, so their tokens are not new).
+   (RESTATED) of the people and towns is restated in a validation or a test document (never
+   both), a new document in the style of a chronicle, in one of two wordings, alternately:
+   - *verbatim*: each fact in the very sentence a training document states it in (the n-gram
+     overlap kNN-LM is known to profit from);
+   - *reworded*: each fact in a *held-out* template that no training document uses ("Records
+     show that X was a native of Y."): a memory must recognise the fact, not the sentence.
+   Validation and test also describe new people and towns (UNSEEN_PER_SPLIT each) in held-out
+   templates: *unseen* facts, whose objects no memory can know (they are drawn from the
+   world's towns, years and trades, so their tokens are not new; only the class is known).
 3. Records. One JSON line per document, in a seeded shuffled order within each split:
    `{"doc": "<split>/<kind>-<entity>-<n>", "split": "train" | "validation" | "test",
-   "text": ..., "facts": [[start, end, fact id], ...]}`; `facts` lists the character span of
-   every fact object the text states (the fact id is the same wherever the fact is stated).
+   "text": ..., "facts": [[start, end, fact id, wording], ...]}`; `facts` lists the character
+   span of every fact object the text states (the fact id is the same wherever the fact is
+   stated) and its wording: "train" (a training document), "verbatim" or "reworded".
    The `split` field makes the corpus pre-split: the course's loader keeps these splits
    (validation_fraction, test_fraction and split_seed do not apply), like a hub data set
    with its own splits. `memdec_helpers/stages/facts.py` turns the spans into masks over the
    tokenized splits: which test tokens belong to a fact seen in (the capped) training text,
-   which to an unseen one.
+   verbatim or reworded, which to an unseen one.
 
-About 60k training tokens and 9k tokens per held-out split with the bundled tokenizer.
+About 70k training tokens and 17k tokens per held-out split with the bundled tokenizer.
 The text is generated: there is nothing to attribute and no licence question.
 """
 from __future__ import annotations
@@ -51,8 +55,8 @@ OUT = ROOT / "memdec_helpers" / "data" / "corpora" / "facts.jsonl.gz"
 SEED = 20
 PEOPLE, TOWNS, RIVERS = 220, 48, 16
 TRAIN_DOCS = 3  # training documents that state each fact, each in another template
-RESTATED = 0.4  # share of the people and towns restated in validation or test
-UNSEEN_PER_SPLIT = 30  # new people (and a fifth as many new towns) per held-out split
+RESTATED = 0.8  # share of the people and towns restated in validation or test
+UNSEEN_PER_SPLIT = 66  # new people (and a fifth as many new towns) per held-out split
 SPLITS = ("train", "validation", "test")
 
 TRADES = ("cooper", "weaver", "tanner", "mason", "potter", "smith", "miller", "fletcher",
@@ -177,7 +181,7 @@ def sentence(relation: str, subject: str, obj: str, template: str) -> tuple[str,
 
 
 def document(name: str, split: str, style: tuple[str, str],
-             stated: list[tuple[Fact, str]], rng: random.Random) -> dict:
+             stated: list[tuple[Fact, str]], rng: random.Random, wording: str = "train") -> dict:
     """A record: opening line, the facts' sentences in a shuffled order, closing line; the
     object spans are recorded as (start, end, fact id)."""
     subject = stated[0][0].subject
@@ -187,7 +191,7 @@ def document(name: str, split: str, style: tuple[str, str],
     rng.shuffle(order)
     for fact, template in order:
         line, at = sentence(fact.relation, fact.subject, fact.object, template)
-        spans.append([len(text) + at, len(text) + at + len(fact.object), fact.id])
+        spans.append([len(text) + at, len(text) + at + len(fact.object), fact.id, wording])
         text += line + " "
     text = text.rstrip() + "\n" + style[1].format(name=subject) + "\n"
     return {"doc": name, "split": split, "text": text, "facts": spans}
@@ -214,19 +218,22 @@ def generate(seed: int = SEED) -> list[dict]:
     next_id = [0]
     seen = facts_of(world, next_id)
     records = {split: [] for split in SPLITS}
+    templates_of: dict[int, list[str]] = {}  # fact id -> its training templates, in doc order
     for (kind, subject), facts in seen.items():
         styles = rng.sample(STYLES["train"], TRAIN_DOCS)
         templates = {f.id: rng.sample(TEMPLATES[f.relation][0], TRAIN_DOCS) for f in facts}
+        templates_of.update(templates)
         for n in range(TRAIN_DOCS):
             stated = [(f, templates[f.id][n]) for f in facts]
             records["train"].append(document(f"train/{kind}-{subject}-{n}", "train", styles[n],
                                              stated, rng))
     restated = [key for key in seen if key[0] != "river" and rng.random() < RESTATED]
     for i, (kind, subject) in enumerate(restated):
-        split = SPLITS[1 + i % 2]
-        stated = [(f, rng.choice(TEMPLATES[f.relation][1])) for f in seen[(kind, subject)]]
-        records[split].append(document(f"{split}/seen-{kind}-{subject}", split,
-                                       STYLES["held_out"][0], stated, rng))
+        split, wording = SPLITS[1 + i % 2], ("verbatim", "reworded")[i // 2 % 2]
+        stated = [(f, templates_of[f.id][0] if wording == "verbatim"
+                   else rng.choice(TEMPLATES[f.relation][1])) for f in seen[(kind, subject)]]
+        records[split].append(document(f"{split}/{wording}-{kind}-{subject}", split,
+                                       STYLES["held_out"][0], stated, rng, wording))
     for split in SPLITS[1:]:
         records[split] += unseen_documents(rng, names, world, split, next_id)
     for split in SPLITS:
@@ -245,7 +252,7 @@ def unseen_documents(rng: random.Random, names: Names, world: dict, split: str,
     for (kind, subject), facts in facts_of(new, next_id).items():
         stated = [(f, rng.choice(TEMPLATES[f.relation][1])) for f in facts]
         out.append(document(f"{split}/unseen-{kind}-{subject}", split, STYLES["held_out"][0],
-                            stated, rng))
+                            stated, rng, "reworded"))
     return out
 
 

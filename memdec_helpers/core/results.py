@@ -13,8 +13,9 @@ a spread of one run is unknown, never NaN). With one seed the numbers are that r
 
 Lesson 07's `comparison_table` puts every memory beside base model 0 on one domain: its rows
 add `domain` (tables of several domains are concatenated) and, where the domain marks its
-facts, `seen_fact_ppl` / `unseen_fact_ppl` (test perplexity on the tokens of facts the
-training text states, or does not).
+facts, `verbatim_fact_ppl` / `reworded_fact_ppl` / `unseen_fact_ppl` (test perplexity on the
+tokens of facts the training text states, restated in its sentences or in new words, and of
+facts it does not state).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from .mixing import mix_logprobs, perplexity, sweep
 
 METHODS = ("base", "base + kNN-LM", "MemDec alone", "base + MemDec", "DAPT", "base + DAPT",
            "MLP memory alone", "base + MLP memory")
-FACT_KINDS = ("seen", "unseen")  # fact tokens of facts the training text states, or does not
+FACT_KINDS = ("verbatim", "reworded", "unseen")  # fact tokens: of facts the training text
+# states, restated in its words or in new ones, and of facts it does not state
 SPLITS = ("validation", "test", "general")
 PPL_FIELDS = ("val_ppl", "test_ppl", "general_test_ppl")
 SEEDED_FIELDS = ("weight", "test_best_weight") + PPL_FIELDS  # averaged over seeds
@@ -148,8 +150,8 @@ def comparison_table(base_lp: dict[str, np.ndarray], knn: dict[str, dict[tuple[i
                      fact_masks: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """Every memory on base model 0 and one domain, every weight chosen on validation: base,
     base + kNN-LM, DAPT, MemDec alone, base + MemDec, MLP memory alone, base + MLP memory; each
-    row names its `domain`, and with `fact_masks` ("seen"/"unseen" -> bool over the test
-    log-probs) adds the test perplexity on those tokens (`seen_fact_ppl`, `unseen_fact_ppl`)."""
+    row names its `domain`, and with `fact_masks` (FACT_KINDS -> bool over the test log-probs)
+    adds the test perplexity on those tokens (`<kind>_fact_ppl`)."""
     rows = [plain_row("base", base_lp, 0), knn_lm_row(base_lp, knn, lambda_grid, 0),
             plain_row("DAPT", dapt, 0), *decoder_rows(base_lp, memdec, alpha_grid, 0),
             *mlp_memory_rows(base_lp, mlp, alpha_grid, 0)]
@@ -263,13 +265,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     'mean ± std' (and the number of seeds after its name); a `domain` column first and the
     fact-token perplexities last when the rows have them."""
     domains = any("domain" in r for r in rows)
-    facts = any("seen_fact_ppl" in r for r in rows)
+    facts = any("unseen_fact_ppl" in r for r in rows)
     lines = ["| method | weight (α or λ) | chosen from | best on test | val ppl | test ppl | "
              "general test ppl |", "|---|---|---|---|---|---|---|"]
     if domains:
         lines = ["| domain " + lines[0], "|---" + lines[1]]
     if facts:
-        lines = [lines[0] + " seen-fact ppl | unseen-fact ppl |", lines[1] + "---|---|"]
+        lines = [lines[0] + "".join(f" {kind}-fact ppl |" for kind in FACT_KINDS),
+                 lines[1] + "---|" * len(FACT_KINDS)]
     for r in rows:
         weight = "" if r["weight"] is None else f"{r['weight']:.2f}"
         if "k" in r:
