@@ -303,7 +303,16 @@ def plug_case():
     ]
 
 
-CASES = {"perplexity_by_hand": perplexity_case, "datastore_key": key_case, "knn_row": knn_row_case,
+def fact_case():
+    lp = np.log(RNG.uniform(0.01, 0.9, 400))
+    mask = RNG.random(400) < 0.3
+    kept = lp[mask]
+    return {"logprobs": lp, "mask": mask, "table_value": float(np.exp(-kept.mean()))}, [
+        (np.exp(-lp.mean()), "ALL test tokens"), (np.exp(-lp[~mask].mean()), "OUTSIDE the mask"),
+        (-kept.mean(), "exponentiate"), (np.exp(kept.mean()), "MINUS"), (7.7, "expected")]
+
+
+CASES = {"fact_token_perplexity": fact_case, "perplexity_by_hand": perplexity_case, "datastore_key": key_case, "knn_row": knn_row_case,
          "target_row": target_case, "memdec_loss_by_hand": loss_case, "training_step": step_case,
          "choose_alpha": alpha_case, "mix_next_token": mix_case, "plugs_in": plug_case}
 STUBS = {"knn_row": unanswered_function, "target_row": unanswered_function,

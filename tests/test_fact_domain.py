@@ -115,3 +115,14 @@ def test_fact_masks_line_up_with_the_tokens_and_follow_the_cap(tmp_path):
 def test_fact_masks_need_a_corpus_that_marks_its_facts(profile):
     with pytest.raises(ValueError, match="does not mark its facts"):
         fact_masks(profile, "test")
+
+
+def test_fact_examples_show_the_three_kinds_of_fact():
+    from memdec_helpers.stages.facts import fact_example
+    verbatim, reworded, unseen = (fact_example("bundled:facts", k) for k in ("verbatim", "reworded", "unseen"))
+    assert verbatim["test"] == verbatim["train"]  # the very training sentence
+    obj = lambda sentence: sentence[sentence.index("[") + 1:sentence.index("]")]
+    assert reworded["test"] != reworded["train"] and obj(reworded["test"]) == obj(reworded["train"])
+    assert "train" not in unseen and unseen["test"].count("[") == 1
+    with pytest.raises(ValueError, match="kind='seen'"):
+        fact_example("bundled:facts", "seen")

@@ -36,6 +36,8 @@ def every_plot() -> dict[str, matplotlib.figure.Figure]:
                                               "step", "learning rate"),
         "compare_runs": plots.compare_runs({"correct loss": HISTORY["steps"],
                                             "float() bug": HISTORY["steps"]}),
+        "grouped_bars": plots.grouped_bars(["base", "base + MLP memory"], {"story": [140, 71],
+                                           "facts": [390, None]}, "test perplexity", log=True),
         "timing_bars": plots.timing_bars({"base 0": [1.0, 1.2, 0.9], "base 0 + MemDec": [1.5, 1.6, 2.4]}),
         "split_bars": plots.split_bars(["Genesis", "Exodus"], {"train": [40, 30], "validation": [5, 4],
                                                                "test": [5, 6]}),
@@ -124,9 +126,22 @@ def test_training_curves_name_the_loss_terms():
     ("kNN", "kNN"), ("mean entropy of p_kNN", "kNN"), ("base + kNN-LM (λ, τ=3)", "base + kNN-LM"),
     ("base 0 + kNN-LM", "base + kNN-LM"), ("MemDec alone", "MemDec alone"),
     ("base 1 + MemDec (best α = 0.60)", "base + MemDec"), ("base + MemDec (α=0.5)", "base + MemDec"),
-    ("DAPT", "DAPT"), ("τ = 3", None), ("learning rate", None), ("validation", None)])
+    ("DAPT", "DAPT"), ("MLP memory alone", "MLP memory alone"),
+    ("base 0 + MLP memory", "base + MLP memory"), ("τ = 3", None), ("learning rate", None), ("validation", None)])
 def test_labels_map_to_one_method(label, method):
     assert plots.method_of(label) == method
+
+
+def test_grouped_bars_colour_by_method_hatch_by_series_and_skip_missing_values():
+    ax = plots.grouped_bars(["base", "base + MLP memory"], {"story": [140, 71], "facts": [390, None]},
+                            "test perplexity", log=True).axes[0]
+    drawn = [b for b in ax.patches if np.isfinite(b.get_height())]
+    assert [round(b.get_height()) for b in drawn] == [140, 71, 390]  # the missing bar is a gap
+    assert matplotlib.colors.to_hex(drawn[1].get_facecolor()).upper() == plots.METHOD_COLORS[
+        "base + MLP memory"]
+    assert [b.get_hatch() or "" for b in drawn] == ["", "", "//"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["story", "facts"]
+    assert ax.get_yscale() == "log" and "log scale" in ax.get_ylabel()
 
 
 def test_compare_runs_has_a_panel_per_term_and_a_curve_per_run():
@@ -138,7 +153,7 @@ def test_compare_runs_has_a_panel_per_term_and_a_curve_per_run():
 
 def test_one_distinct_colour_per_method_in_every_plot():
     colors = plots.METHOD_COLORS
-    assert len(set(colors.values())) == len(colors) == 6
+    assert len(set(colors.values())) == len(colors) == 8
     fig = plots.sweep_curve([0, 1], [2, 1], "α", label="base 1 + MemDec")
     line = fig.axes[0].get_lines()[0]
     assert matplotlib.colors.to_hex(line.get_color()).upper() == colors["base + MemDec"]

@@ -18,6 +18,9 @@ RUNS = {
     "unseen_tokens": ({"mean_gain": -0.4, "count": 113, "alpha": 0.6}, "lose", "gain"),
     "alpha_for_larger_base": ({"alpha_base0": 0.8, "alpha_base1": 0.6}, "smaller", "larger"),
     "worst_beta": ({"ppl_by_beta": {0.0: 88.4, 0.5: 84.5, 1.0: 83.5}}, 0.0, 1.0),
+    "best_memory_for_verbatim_facts": ({"verbatim_fact_ppl": {"kNN-LM": 3.1, "Memory Decoder": 5.2,
+                                                              "MLP memory": 9.0}},
+                                       "knn-lm", "memory decoder"),
 }
 # name: contexts where the run cannot tell
 UNDECIDED = {
@@ -32,6 +35,8 @@ UNDECIDED = {
     "alpha_for_larger_base": [{"alpha_base0": math.nan, "alpha_base1": 0.5}],
     "worst_beta": [{"ppl_by_beta": {0.5: 80.0}}, {"ppl_by_beta": {}},
                    {"ppl_by_beta": {0.0: math.nan, 1.0: math.nan}}],
+    "best_memory_for_verbatim_facts": [{"verbatim_fact_ppl": {"kNN-LM": None, "MLP memory": None}},
+                                       {"verbatim_fact_ppl": {"kNN-LM": math.nan, "MLP memory": 3.0}}],
 }
 
 

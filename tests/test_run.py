@@ -86,6 +86,24 @@ def test_readme_table_is_rewritten_from_a_summary(tmp_path):
         run.update_readme(summary, readme)
 
 
+def test_readme_gets_lesson_07s_table_between_its_own_markers(tmp_path):
+    from test_results import _table
+
+    rows = _table(b0=100.0, b1=90.0, k0=80.0, k1=75.0, m=85.0, bm0=70.0, bm1=68.0)
+    memories = [{**r, "domain": "facts"} for r in rows[:2]]
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"results": {"table": rows, "memories": {"table": memories}}}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{run.README_START}\n{run.README_END}\nmid\n{run.MEMORIES_START}\nold\n"
+                      f"{run.MEMORIES_END}\nend\n")
+    run.update_readme(summary, readme)
+    text = readme.read_text()
+    memories_part = text.split(run.MEMORIES_START)[1]
+    assert "old" not in memories_part and "| facts | base 0 |" in memories_part
+    assert "| domain |" not in text.split(run.MEMORIES_START)[0]  # the main table has no domain
+    assert text.endswith(f"{run.MEMORIES_END}\nend\n")
+
+
 # --- failures, --keep-going, summary.json: tiny notebooks run by papermill -----------------------
 
 def fake_lesson(folder, name, code):

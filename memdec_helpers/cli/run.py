@@ -45,6 +45,7 @@ from ..stages.records import load_results, profile_hash, stale_results
 from ..stages.store import atomic_write_json, project_root, stage_dir
 
 README_START, README_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+MEMORIES_START, MEMORIES_END = "<!-- memories-table:start -->", "<!-- memories-table:end -->"
 # lesson -> the lessons it needs to have run first (with --keep-going, a lesson whose need failed
 # is skipped). Empty: every lesson builds what it needs itself through the pipeline's cached
 # stages (lesson 04 trains the Memory Decoder when lesson 03 did not), and no notebook reads
@@ -246,22 +247,33 @@ def earlier_results(profile: Any, results: dict[str, Any], started: float | None
 
 def update_readme(summary_path: Path, readme: Path | None = None) -> str:
     """Replace the README's results table (between its marker comments) with the table of a
-    course run's summary.json, so the README's numbers are the notebooks' numbers."""
+    course run's summary.json, so the README's numbers are the notebooks' numbers; lesson 07's
+    table of memories goes between its own markers when the run recorded it."""
     readme = readme or notebooks_dir().parent / "README.md"
-    summary = json.loads(Path(summary_path).read_text())
-    rows = summary.get("results", {}).get("table")
+    results = json.loads(Path(summary_path).read_text()).get("results", {})
+    rows = results.get("table")
     if not rows:
         raise ValueError(f"{summary_path} has no results.table: run lesson 04 (or the whole "
                          "course) first")
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} lacks the markers {README_START} ... {README_END}")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    table = (f"{README_START}\n<!-- generated from {summary_path} by python -m "
-             f"memdec_helpers.run --readme; do not edit by hand -->\n{format_table(rows)}\n")
-    readme.write_text(head + table + README_END + tail)
+    note = (f"<!-- generated from {summary_path} by python -m memdec_helpers.run --readme; "
+            "do not edit by hand -->")
+    text = _between(readme.read_text(), README_START, README_END, f"{note}\n{format_table(rows)}",
+                    readme)
+    memories = (results.get("memories") or {}).get("table")
+    if memories and MEMORIES_START in text:
+        text = _between(text, MEMORIES_START, MEMORIES_END, f"{note}\n{format_table(memories)}",
+                        readme)
+    readme.write_text(text)
     return format_table(rows)
+
+
+def _between(text: str, start: str, end: str, body: str, where: Path) -> str:
+    """`text` with what lies between the markers `start` and `end` replaced by `body`."""
+    if start not in text or end not in text:
+        raise ValueError(f"{where} lacks the markers {start} ... {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
 
 
 def profile_argument(profile: str) -> str:

@@ -240,3 +240,27 @@ def _target_row_mistake(mine: dict, right: dict, case: str, d: np.ndarray, rows:
     worst = max(abs(mine[t] - right[t]) for t in right)
     return (f"on {case}: probabilities differ from the brute force by up to {worst:.2e} (weights "
             "exp(-(d - d.min()) / τ), equal tokens added)")
+
+
+@exercise("the perplexity of the test tokens where `mask` is True, from the per-token "
+          "log-probs `logprobs`", "select with the mask first (logprobs[mask]), then "
+          "exp(minus the mean)")
+def fact_token_perplexity(answer: Any, logprobs: Any, mask: Any, table_value: float | None = None) -> str:
+    """Lesson 07: exp(−mean log p) over the masked tokens only."""
+    value = number(answer, "the perplexity")
+    lp, keep = f64(logprobs), np.asarray(mask, dtype=bool)
+    if not keep.any():
+        raise WrongAnswer("the mask selects no token on this run: there is nothing to score")
+    right = perplexity(lp[keep])
+    if near(value, right, 1e-6):
+        agree = "" if table_value is None else f", as in the table ({table_value:.2f})"
+        return f"perplexity {value:.2f} over the {int(keep.sum()):,} masked tokens{agree}"
+    wrong = {perplexity(lp): "that is the perplexity of ALL test tokens: select logprobs[mask] first",
+             perplexity(lp[~keep]) if (~keep).any() else np.nan:
+                 "that is the perplexity of the tokens OUTSIDE the mask (mask inverted)",
+             float(-lp[keep].mean()): "that is the mean negative log-likelihood: exponentiate it",
+             float(np.exp(lp[keep].mean())): "that is exp(+mean): perplexity is exp(MINUS the mean)"}
+    for candidate, why in wrong.items():
+        if np.isfinite(candidate) and near(value, candidate, 1e-6):
+            raise WrongAnswer(why)
+    raise WrongAnswer(f"expected {right:.4f}, got {value:.4f}: exp(−mean(logprobs[mask]))")

@@ -21,6 +21,8 @@ METHOD_COLORS = {
     "MemDec alone": "#E69F00",
     "base + MemDec": "#D55E00",
     "DAPT": "#009E73",
+    "MLP memory alone": "#F0E442",
+    "base + MLP memory": "#CC79A7",
 }
 CORPUS_COLORS = {"general": "#B3B3B3", "domain": "#CC79A7"}
 # by name, for colouring by hand: every method above, plus two shorter older names
@@ -29,7 +31,7 @@ COLORS = {**METHOD_COLORS, "MemDec": METHOD_COLORS["base + MemDec"],
 
 LESSONS = [("00", "overview"), ("01", "datastore"), ("02", "kNN & kNN-LM"),
            ("03", "training"), ("04", "interpolation"), ("05", "plug and play"),
-           ("06", "ablations")]
+           ("06", "ablations"), ("07", "which memory")]
 
 
 # --- colours -------------------------------------------------------------------------------
@@ -38,6 +40,8 @@ def method_of(label: str) -> str | None:
     """The method a series label names ('base 1 + MemDec (α=0.6)' -> 'base + MemDec'), or None."""
     if "DAPT" in label:
         return "DAPT"
+    if "MLP memory" in label:
+        return "base + MLP memory" if re.search(r"\bbase\b.*\+", label) else "MLP memory alone"
     if "kNN-LM" in label:
         return "base + kNN-LM"
     if "MemDec" in label or "Memory Decoder" in label:
@@ -143,6 +147,39 @@ def bar_chart(names: Sequence[str], values: Sequence[float], ylabel: str, title:
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.axhline(0, color="k", lw=0.6)
     ax.margins(y=0.15)
+    fig.tight_layout()
+    return fig
+
+
+GROUP_HATCHES = ("", "//", "..", "xx")  # one per series of grouped bars
+
+
+def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float | None]], ylabel: str,
+                 title: str = "", xlabel: str = "method", log: bool = False,
+                 fmt: str = "{:.1f}") -> Any:
+    """Bars per group (a method, in its colour), one bar per series side by side (a domain, a
+    kind of fact), told apart by hatching; a missing value (None or NaN) leaves a gap."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.25 * len(groups) + 2), 3.8))
+    width = 0.8 / len(series)
+    for j, (name, values) in enumerate(series.items()):
+        hatch = GROUP_HATCHES[j % len(GROUP_HATCHES)]
+        for i, (group, value) in enumerate(zip(groups, values)):
+            if value is None or not np.isfinite(value):
+                continue
+            x = i + (j - (len(series) - 1) / 2) * width
+            bar = ax.bar(x, value, width, color=_bar_style(group)["color"], hatch=hatch,
+                         edgecolor="white", linewidth=0.5)[0]
+            ax.annotate(fmt.format(value), (x, bar.get_height()), ha="center", va="bottom",
+                        fontsize=7)
+        ax.bar(np.nan, np.nan, color="white", edgecolor="k", hatch=hatch, label=name)  # legend
+    ax.set_xticks(range(len(groups)), list(groups))
+    if max(len(group) for group in groups) > 10:
+        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    ax.set(xlabel=xlabel, ylabel=ylabel + (" (log scale)" if log else ""), title=title)
+    if log:
+        ax.set_yscale("log")
+    ax.margins(y=0.15)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -211,3 +211,27 @@ def worst_beta(ppl_by_beta: dict[float, float]) -> Outcome:
     why = ("β = 0 is plain fine-tuning on the observed next token: the kNN targets' softer, "
            "richer signal is gone." if worst == 0.0 else "")
     return Outcome(worst, evidence, why)
+
+
+PLUG_INS = ("knn-lm", "memory decoder", "mlp memory")
+
+
+@prediction("mixed with the base model, which memory gives the lowest perplexity on the tokens "
+            "of facts the training text states word for word?", PLUG_INS)
+def best_memory_for_verbatim_facts(verbatim_fact_ppl: dict[str, float]) -> Outcome:
+    """Lesson 07: verbatim_fact_ppl maps each memory mixed with the base ("kNN-LM", "Memory
+    Decoder", "MLP memory") to its test perplexity on verbatim-fact tokens (None or NaN where
+    the run has none)."""
+    ppl = {name.lower(): float(v) for name, v in verbatim_fact_ppl.items()
+           if v is not None and _finite(v)}
+    evidence = ", ".join(f"{name}: {v:.2f}" for name, v in verbatim_fact_ppl.items()
+                         if v is not None and _finite(v))
+    if len(ppl) < 2:
+        return Outcome(None, evidence or "no verbatim-fact token on this run")
+    best = min(ppl, key=ppl.get)
+    why = {"knn-lm": "The very sentence is in the datastore: its keys match the test context "
+                     "closely and the neighbours vote for the right object, with no training.",
+           "memory decoder": "The decoder learnt the sentences well enough to beat retrieval "
+                             "on them here.",
+           "mlp memory": "The MLP over the base's hidden state learnt the sentences best here."}[best]
+    return Outcome(best, evidence, why)

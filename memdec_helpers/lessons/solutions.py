@@ -138,3 +138,9 @@ def _plugs_in(memdec_config: Any, base_config: Any, memdec_vocab: dict, base_voc
 def plugs_in() -> Callable[..., bool]:
     """The answer is a function."""
     return _plugs_in
+
+
+def fact_token_perplexity(logprobs: Any, mask: Any) -> float:
+    """exp(−mean log-prob) over the tokens the mask keeps."""
+    kept = np.asarray(logprobs, dtype=np.float64)[np.asarray(mask, dtype=bool)]
+    return float(math.exp(-kept.mean()))

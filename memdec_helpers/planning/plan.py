@@ -7,7 +7,7 @@ the artifact formats. `benchmarks/scale.py` measures the stages at reduced scale
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..runtime.batching import ModelShape, fixed_bytes, item_bytes
@@ -299,6 +299,35 @@ def ablation_stages(w: Workload, abl: AblationSettings) -> list[Stage]:
     return out
 
 
+FACT_TOKENS = (69_653, 16_700)  # the bundled fact domain: training, one held-out split (tiny BPE)
+
+
+def memory_stages(w: Workload) -> list[Stage]:
+    """Lesson 07: an MLP memory on the course's domain, then every memory on the fact domain
+    (its own datastore, targets, Memory Decoder, MLP memory and DAPT; caps fitted to it)."""
+    p, mem, base0 = w.profile, w.memdec, w.bases[0]
+    sequences = p.train_steps * p.train_batch_size * p.grad_accum
+    train, held = (min(size, cap or size) for size, cap in
+                   zip(FACT_TOKENS, (p.max_train_tokens, p.max_eval_tokens)))
+    f = replace(w, train=train, held=held, bases=w.bases[:1])
+    fact_sequences = sequences * train / w.train  # P.fact_domain: as many epochs as the domain
+    grid = len(set(p.knn_k_grid)) * len(p.knn_temperature_grid)
+    return [
+        train_stage(w, "MLP memory on the domain", "07", mem, sequences, p.train_batch_size, 0),
+        forward_stage(w, "MLP memory log-probs (val, test, general test)", "07", mem, 3 * w.held),
+        forward_stage(f, "fact domain: base 0 log-probs and keys", "07", base0, train + 3 * held,
+                      head=False, disk=f.key_bytes(0)),
+        search_stage(f, "fact domain: kNN-LM (val, test, general test)", "07", 3 * held,
+                     max(p.knn_k_grid), temperatures=grid),
+        *targets_stages(f, "fact domain: kNN targets", "07", p.k),
+        train_stage(f, "fact domain: Memory Decoder and MLP memory", "07", mem, fact_sequences,
+                    p.train_batch_size, 0, runs=2),
+        train_stage(f, "fact domain: DAPT", "07", base0, fact_sequences, p.train_batch_size, 0),
+        forward_stage(f, "fact domain: every model's log-probs", "07", base0, 9 * held),
+        Stage("decoding cost per token (2048 tokens x 3 rounds)", "07", 10.0, *w_memory(w, 0.0)),
+    ]
+
+
 @dataclass
 class Plan:
     """A profile's stages on a device, and their totals."""
@@ -331,7 +360,7 @@ def make_plan(profile: Any, spec: DeviceSpec | None = None) -> Plan | None:
     (a `files:` or hub corpus with no caps)."""
     spec = spec or this_device(profile)
     w = workload(profile, spec)
-    return None if w is None else Plan(profile.name, spec, course_stages(w))
+    return None if w is None else Plan(profile.name, spec, course_stages(w) + memory_stages(w))
 
 
 def format_plan(plan: Plan, budget: dict[str, float] | None = None) -> str:

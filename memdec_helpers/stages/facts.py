@@ -88,3 +88,30 @@ def fact_masks(profile: Profile, split: str = "test") -> dict[str, np.ndarray]:
     seen = is_fact & np.isin(facts, trained)
     verbatim = seen & (wordings == WORDINGS.index("verbatim"))
     return {"verbatim": verbatim, "reworded": seen & ~verbatim, "unseen": is_fact & ~seen}
+
+
+def _sentence(text: str, start: int, end: int) -> str:
+    """The sentence around the span [start, end) of `text`, the span in [brackets]."""
+    left = max(text.rfind(". ", 0, start) + 2, text.rfind("\n", 0, start) + 1)
+    stops = [i for i in (text.find(". ", end), text.find(".\n", end)) if i >= 0]
+    right = min(stops) + 1 if stops else len(text)
+    return f"{text[left:start]}[{text[start:end]}]{text[end:right]}".strip()
+
+
+def fact_example(source: str, kind: str, split: str = "test") -> dict[str, str]:
+    """A fact of `kind` (verbatim, reworded, unseen) from a `split` document of a corpus that
+    marks its facts, as {"test": its sentence, "train": a training sentence stating the same
+    fact (none for an unseen fact)}, each object in [brackets]."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: use one of {KINDS}")
+    records = fact_records(source)
+    name = next((n for n in sorted(records) if n.startswith(f"{split}/{kind}-")), None)
+    if name is None:
+        raise ValueError(f"{source!r} has no {split} document of {kind} facts")
+    start, end, fact, _ = records[name]["facts"][0]
+    out = {split: _sentence(records[name]["text"], start, end)}
+    trained = [_sentence(r["text"], s[0], s[1]) for r in records.values() if r["split"] == "train"
+               for s in r["facts"] if s[2] == fact]
+    if trained:  # the very sentence where the test repeats one
+        out["train"] = out[split] if out[split] in trained else trained[0]
+    return out
