@@ -87,3 +87,8 @@ def test_a_choice_at_the_edge_of_its_grid_is_said():
     assert "smallest" in claims.at_edge(1.0, [3.0, 1.0, 10.0])
     assert claims.at_edge(16, [1, 4, 16, 64, 256]) == ""
     assert claims.at_edge(5, [5]) == ""
+
+
+def test_num_says_n_a_where_a_run_has_no_number():
+    assert claims.num(12.345) == "12.35" and claims.num(12.345, 1) == "12.3"
+    assert claims.num(None) == "n/a" and claims.num(float("nan")) == "n/a"

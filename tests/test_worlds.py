@@ -1,5 +1,5 @@
 """Every world runs the whole course: the colab profile's code paths on the CPU (ci-colab) and a
-learner's own folder of text that is not the Bible. Both run all seven lessons through the batch
+learner's own folder of text that is not the Bible. Both run all eight lessons through the batch
 runner and write summary.json with the results contract; every claims cell prints a verdict
 (these worlds differ from tiny, so a differing claim is reported, never raised). The fast tests
 below pin that no notebook sizes itself for the tiny world by hand."""
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from memdec_helpers.core.results import METHODS
 from memdec_helpers.profiles import load_profile
 
 from own_domain import write_own_domain  # tests/ is on sys.path (rootdir conftest)
@@ -117,6 +118,12 @@ def check_world(summary: dict, out: Path) -> None:
         ("base", 0), ("base", 1), ("base + kNN-LM", 0), ("base + kNN-LM", 1), ("MemDec alone", None),
         ("base + MemDec", 0), ("base + MemDec", 1), ("DAPT", 0)}
     assert all(RESULT_KEYS <= set(r) for r in table)
+    memories = summary["results"]["memories"]["table"]  # lesson 07: every memory on two domains
+    domains = list(dict.fromkeys(r["domain"] for r in memories))
+    assert len(domains) == 2 and domains[1] == "facts", domains
+    for domain in domains:
+        assert {r["method"] for r in memories if r["domain"] == domain} == set(METHODS) - {"base + DAPT"}
+    assert all(r["verbatim_fact_ppl"] is not None for r in memories if r["domain"] == "facts")
 
 
 @pytest.mark.slow

@@ -55,6 +55,11 @@ def mean_spread(values: Sequence[float], digits: int = 2) -> str:
         else f"{values.mean():.{digits}f} (1 seed)"
 
 
+def num(value: float | None, digits: int = 2) -> str:
+    """A number for a claim's evidence: `digits` decimals, or 'n/a' where the run has none."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
 def beyond_noise(gap: float, noise: float | None, times: float = 3.0) -> bool | None:
     """Whether `gap` exceeds `times` the seed spread; None when the spread is unknown."""
     return None if noise is None else bool(gap > times * noise)
