@@ -721,6 +721,27 @@ def main_runs(profile: Profile, workers: int | None = None,
             _main_run_job(*job)
 
 
+def full_runs(variants: dict[Any, Profile], workers: int | None = None
+              ) -> dict[Any, tuple[Any, dict]]:
+    """label -> (model, history) of a Memory Decoder trained on each variant's full schedule
+    (e.g. `same_size_profile(profile)`, or `dataclasses.replace(profile, target_base=1)`). The
+    missing ones train first, `workers` at a time (default: the first variant's
+    ablation_workers) in one-thread processes on a CPU, without validation evaluations."""
+    if not variants:
+        raise ValueError("full_runs needs at least one variant profile")
+    first = next(iter(variants.values()))
+    workers = first.ablation_workers if workers is None else workers
+    todo = [(v, "memdec", False) for v in variants.values() if not _main_run_done(v, "memdec")]
+    if workers > 1 and len(todo) > 1 and resolve_device(first.device).type == "cpu":
+        run_in_workers(_main_run_job, todo, workers,
+                       desc=f"training {len(todo)} full-length runs, {workers} at a time")
+    else:
+        for job in todo:
+            _main_run_job(*job)
+    return {label: memory_decoder(v, progress=False, validate=False)
+            for label, v in variants.items()}
+
+
 def _main_run_profile(profile: Profile, kind: str) -> Profile:
     return dapt_profile(profile) if kind == "dapt" else profile
 
