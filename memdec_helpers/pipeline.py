@@ -742,6 +742,33 @@ def full_runs(variants: dict[Any, Profile], workers: int | None = None
             for label, v in variants.items()}
 
 
+def teacher_profile(profile: Profile, which: int = 1) -> Profile:
+    """The course's decoder taught by base model `which`'s datastore (its kNN targets)."""
+    return dataclasses.replace(profile, target_base=which)
+
+
+def full_length_comparison(profile: Profile) -> dict[str, dict[str, dict[str, Any]]]:
+    """Lesson 06's full-schedule runs next to the main ones, at seed `profile.seed`: model ->
+    {"alone": row, "base 0": row, "base 1": row} for "main" (the course's decoder), "same size"
+    (same_size_profile), "DAPT" (alone and with base 0) and "taught by base 1"
+    (teacher_profile); the two new runs train first, side by side (full_runs). Empty when
+    `profile.full_length_ablations` is false (the profile's budget has no room for them)."""
+    if not profile.full_length_ablations:
+        return {}
+    runs = {"same size": same_size_profile(profile)}
+    if len(profile.base_models) > 1:
+        runs["taught by base 1"] = teacher_profile(profile)
+    full_runs(runs)
+    bases = range(min(2, len(profile.base_models)))
+    out = {}
+    for name, variant in {"main": profile, **runs}.items():
+        rows = [decoder_result(variant, "memdec", which) for which in bases]
+        out[name] = {"alone": rows[0][0], **{f"base {w}": r[1] for w, r in zip(bases, rows)}}
+    alone, mixed = decoder_result(dapt_profile(profile), "dapt", 0)
+    out["DAPT"] = {"alone": alone, "base 0": mixed}
+    return out
+
+
 def _main_run_profile(profile: Profile, kind: str) -> Profile:
     return dapt_profile(profile) if kind == "dapt" else profile
 

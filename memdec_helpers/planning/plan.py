@@ -279,8 +279,8 @@ def ablation_stages(w: Workload, abl: AblationSettings) -> list[Stage]:
     out = [train_stage(w, "ablation trainings (short runs)", "06", mem, sequences,
                        p.ablation_batch_size, 0, runs=runs),
            forward_stage(w, f"ablation runs scored ({runs} x val, test)", "06", mem, 2 * e * runs),
-           train_stage(w, "ablation decoder (all of base 0)", "06", base0, sequences,
-                       p.ablation_batch_size, 0),
+           train_stage(w, "ablation decoders (all of base 0: with the KL term, and DAPT's β 0)",
+                       "06", base0, sequences, p.ablation_batch_size, 0, runs=2),
            train_stage(w, "ablation decoder (one block from scratch)", "06", scratch, sequences,
                        p.ablation_batch_size, 0)]
     for k in other_ks:
