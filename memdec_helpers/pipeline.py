@@ -747,18 +747,29 @@ def teacher_profile(profile: Profile, which: int = 1) -> Profile:
     return dataclasses.replace(profile, target_base=which)
 
 
-def full_length_comparison(profile: Profile) -> dict[str, dict[str, dict[str, Any]]]:
-    """Lesson 06's full-schedule runs next to the main ones, at seed `profile.seed`: model ->
-    {"alone": row, "base 0": row, "base 1": row} for "main" (the course's decoder), "same size"
-    (same_size_profile), "DAPT" (alone and with base 0) and "taught by base 1"
-    (teacher_profile); the two new runs train first, side by side (full_runs). Empty when
-    `profile.full_length_ablations` is false (the profile's budget has no room for them)."""
+def full_length_runs(profile: Profile) -> dict[str, Profile]:
+    """Train (or find) lesson 06's two full-schedule runs, side by side (full_runs): the
+    same-size decoder and, with a second base model, the decoder taught by base 1; their
+    profiles by label. Nothing when `profile.full_length_ablations` is false. Lesson 05 calls it,
+    so that lesson 06 stays within its time (a run of 06 alone trains them there)."""
     if not profile.full_length_ablations:
         return {}
     runs = {"same size": same_size_profile(profile)}
     if len(profile.base_models) > 1:
         runs["taught by base 1"] = teacher_profile(profile)
     full_runs(runs)
+    return runs
+
+
+def full_length_comparison(profile: Profile) -> dict[str, dict[str, dict[str, Any]]]:
+    """Lesson 06's full-schedule runs next to the main ones, at seed `profile.seed`: model ->
+    {"alone": row, "base 0": row, "base 1": row} for "main" (the course's decoder), "same size"
+    (same_size_profile), "DAPT" (alone and with base 0) and "taught by base 1"
+    (teacher_profile); the two new runs train first if they must (full_length_runs). Empty when
+    `profile.full_length_ablations` is false (the profile's budget has no room for them)."""
+    runs = full_length_runs(profile)
+    if not runs:
+        return {}
     bases = range(min(2, len(profile.base_models)))
     out = {}
     for name, variant in {"main": profile, **runs}.items():

@@ -302,20 +302,20 @@ def ablation_stages(w: Workload, abl: AblationSettings) -> list[Stage]:
 
 
 def full_length_stages(w: Workload) -> list[Stage]:
-    """Lesson 06's full-schedule runs (seed 0 each): the same-size decoder (all of base 0,
-    DAPT's schedule, the KL term) and, with a second base model, the decoder taught by the
-    larger base's datastore (its targets first); each scored alone and mixed."""
+    """Lesson 06's full-schedule runs (seed 0 each; trained in lesson 05, scored in 06): the
+    same-size decoder (all of base 0, DAPT's schedule, the KL term) and, with a second base
+    model, the decoder taught by the larger base's datastore (its targets first)."""
     p, e, base0 = w.profile, w.held, w.bases[0]
     sequences = p.train_steps * p.train_batch_size * p.grad_accum
-    out = [train_stage(w, "same-size decoder (all of base 0, DAPT's schedule)", "06", base0,
+    out = [train_stage(w, "same-size decoder (all of base 0, DAPT's schedule)", "05", base0,
                        sequences, p.train_batch_size, 0),
            forward_stage(w, "same-size decoder log-probs (val, test, general test)", "06",
                          base0, 3 * e)]
     if len(w.bases) > 1:
         teacher = 1  # base model 1 (the larger one, lesson 05) makes the targets
-        out += targets_stages(w, f"teacher targets from base {teacher}'s datastore", "06", p.k,
+        out += targets_stages(w, f"teacher targets from base {teacher}'s datastore", "05", p.k,
                               which=teacher)
-        out += [train_stage(w, f"decoder taught by base {teacher}", "06", w.memdec, sequences,
+        out += [train_stage(w, f"decoder taught by base {teacher}", "05", w.memdec, sequences,
                             p.train_batch_size, 0),
                 forward_stage(w, f"base-{teacher}-taught decoder log-probs (val, test, general)",
                               "06", w.memdec, 3 * e)]
