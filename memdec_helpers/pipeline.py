@@ -740,6 +740,65 @@ def main_runs(profile: Profile, workers: int | None = None,
             _main_run_job(*job)
 
 
+def full_runs(variants: dict[Any, Profile], workers: int | None = None
+              ) -> dict[Any, tuple[Any, dict]]:
+    """label -> (model, history) of a Memory Decoder trained on each variant's full schedule
+    (e.g. `same_size_profile(profile)`, or `dataclasses.replace(profile, target_base=1)`). The
+    missing ones train first, `workers` at a time (default: the first variant's
+    ablation_workers) in one-thread processes on a CPU, without validation evaluations."""
+    if not variants:
+        raise ValueError("full_runs needs at least one variant profile")
+    first = next(iter(variants.values()))
+    workers = first.ablation_workers if workers is None else workers
+    todo = [(v, "memdec", False) for v in variants.values() if not _main_run_done(v, "memdec")]
+    if workers > 1 and len(todo) > 1 and resolve_device(first.device).type == "cpu":
+        run_in_workers(_main_run_job, todo, workers,
+                       desc=f"training {len(todo)} full-length runs, {workers} at a time")
+    else:
+        for job in todo:
+            _main_run_job(*job)
+    return {label: memory_decoder(v, progress=False, validate=False)
+            for label, v in variants.items()}
+
+
+def teacher_profile(profile: Profile, which: int = 1) -> Profile:
+    """The course's decoder taught by base model `which`'s datastore (its kNN targets)."""
+    return dataclasses.replace(profile, target_base=which)
+
+
+def full_length_runs(profile: Profile) -> dict[str, Profile]:
+    """Train (or find) lesson 06's two full-schedule runs, side by side (full_runs): the
+    same-size decoder and, with a second base model, the decoder taught by base 1; their
+    profiles by label. Nothing when `profile.full_length_ablations` is false. Lesson 05 calls it,
+    so that lesson 06 stays within its time (a run of 06 alone trains them there)."""
+    if not profile.full_length_ablations:
+        return {}
+    runs = {"same size": same_size_profile(profile)}
+    if len(profile.base_models) > 1:
+        runs["taught by base 1"] = teacher_profile(profile)
+    full_runs(runs)
+    return runs
+
+
+def full_length_comparison(profile: Profile) -> dict[str, dict[str, dict[str, Any]]]:
+    """Lesson 06's full-schedule runs next to the main ones, at seed `profile.seed`: model ->
+    {"alone": row, "base 0": row, "base 1": row} for "main" (the course's decoder), "same size"
+    (same_size_profile), "DAPT" (alone and with base 0) and "taught by base 1"
+    (teacher_profile); the two new runs train first if they must (full_length_runs). Empty when
+    `profile.full_length_ablations` is false (the profile's budget has no room for them)."""
+    runs = full_length_runs(profile)
+    if not runs:
+        return {}
+    bases = range(min(2, len(profile.base_models)))
+    out = {}
+    for name, variant in {"main": profile, **runs}.items():
+        rows = [decoder_result(variant, "memdec", which) for which in bases]
+        out[name] = {"alone": rows[0][0], **{f"base {w}": r[1] for w, r in zip(bases, rows)}}
+    alone, mixed = decoder_result(dapt_profile(profile), "dapt", 0)
+    out["DAPT"] = {"alone": alone, "base 0": mixed}
+    return out
+
+
 def _main_run_profile(profile: Profile, kind: str) -> Profile:
     return dapt_profile(profile) if kind == "dapt" else profile
 

@@ -91,6 +91,8 @@ class Profile:
     ablation_batch_size: int = 16
     ablation_seeds: int = 3  # seeds per setting where an ablation reports mean ± std
     ablation_workers: int = 1  # short runs trained at once in one-thread processes (CPU only)
+    full_length_ablations: bool = True  # lesson 06 trains the same-size decoder and the decoder
+    # taught by base 1 on the main schedule (false where the budget has no room for them)
     alpha_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     # --- MLP memory (lesson 07): an MLP over base 0's hidden state, trained like the decoder --
     mlp_memory_layer: int | None = None  # the block whose MLP input it reads (None: ~70% up)
@@ -291,6 +293,7 @@ RANGES: dict[str, Rule] = {
     "knn_temperature_grid": each(POSITIVE),
     "knn_k_grid": each(AT_LEAST_1),
     "beta": UNIT,
+    "full_length_ablations": (lambda v: isinstance(v, bool), "must be true or false"),
     "mlp_memory_init": one_of(("base", "scratch")),
     "key_layer": one_of(KEY_LAYERS),
     "index_type": one_of(INDEX_TYPES),

@@ -92,3 +92,17 @@ def test_a_choice_at_the_edge_of_its_grid_is_said():
 def test_num_says_n_a_where_a_run_has_no_number():
     assert claims.num(12.345) == "12.35" and claims.num(12.345, 1) == "12.3"
     assert claims.num(None) == "n/a" and claims.num(float("nan")) == "n/a"
+
+
+def test_beats_and_on_par_judge_rows_against_their_seed_spread():
+    seeded = lambda ppl, std: {"test_ppl": ppl, "test_ppl_std": std, "seeds": [0, 1, 2]}
+    plain = {"test_ppl": 69.06}  # a row of no training (kNN-LM): no spread of its own
+    holds, numbers = claims.beats(seeded(67.90, 0.07), plain)
+    assert holds is True and "67.90 ± 0.07 vs 69.06" in numbers and "0.21" in numbers
+    assert claims.beats(seeded(62.80, 0.14), seeded(62.90, 0.11))[0] is False
+    assert claims.on_par(seeded(62.80, 0.14), seeded(62.64, 0.11))[0] is True
+    assert claims.on_par(seeded(60.0, 0.1), seeded(62.0, 0.1))[0] is False
+    one_seed = {"test_ppl": 67.98, "test_ppl_std": None, "seeds": [0]}
+    for judge in (claims.beats, claims.on_par):  # one seed: the spread is unknown, no NaN
+        holds, numbers = judge(one_seed, plain)
+        assert holds is None and "n/a (1 seed)" in numbers

@@ -89,3 +89,19 @@ def test_setup_prints_the_plan_first(capsys, profile):
     P.setup(profile)
     out = capsys.readouterr().out
     assert "plan:" in out and "min" in out and "host" in out
+
+
+def test_the_plan_costs_the_seeds_and_lesson_06s_full_length_runs():
+    """main_seeds > 1 adds the decoder's seeds (lesson 03) and DAPT's (04); lesson 06 adds the
+    same-size decoder and the base-1-taught decoder (with its targets) at the full schedule."""
+    one, three = (make_plan(load_profile("tiny", main_seeds=n), T4) for n in (1, 3))
+    lessons = {s.name: s.lesson for s in three.stages}
+    assert lessons["train the Memory Decoder, other seeds (main_seeds)"] == "03"
+    assert "train the Memory Decoder, other seeds (main_seeds)" not in {s.name for s in one.stages}
+    dapt = [next(s.seconds for s in p.stages if s.name.startswith("DAPT: fine-tune"))
+            for p in (one, three)]
+    assert dapt[1] > 2.5 * dapt[0]  # three DAPT runs instead of one
+    names = [s.name for s in three.stages if s.lesson == "05"]  # trained in 05, read in 06
+    assert any(n.startswith("same-size decoder (") for n in names)
+    assert any(n.startswith("teacher targets from base 1") for n in names)
+    assert any(n.startswith("decoder taught by base 1") for n in names)

@@ -95,7 +95,7 @@ def test_main_table_rows_average_one_run_per_seed(small):
         assert [s["test_ppl"] for s in row["per_seed"]] == pytest.approx(tests, rel=1e-12)
         assert row["test_ppl"] == pytest.approx(sum(tests) / 2, rel=1e-12)
         assert row["test_ppl_std"] == pytest.approx(abs(tests[0] - tests[1]) / math.sqrt(2), rel=1e-9)
-    single = P.results(small)  # one seed: seed 0's numbers, no spread
+    single = P.results(dataclasses.replace(small, main_seeds=1))  # seed 0's numbers, no spread
     assert find(single, "base + MemDec", 0)["test_ppl"] == mixed[0]["test_ppl"]
     assert find(single, "base + MemDec", 0)["test_ppl_std"] is None
     P.release_index()
@@ -130,3 +130,17 @@ def test_main_runs_trains_only_the_kinds_asked_for(small, monkeypatch):
     assert calls == [(0, "memdec", True), (1, "memdec", False), (2, "memdec", False)]
     with pytest.raises(ValueError, match="kinds"):
         P.main_runs(profile, kinds=("lora",))
+
+
+def test_full_length_comparison_trains_lesson_06s_runs_once(small):
+    rows = P.full_length_comparison(small)
+    assert set(rows) == {"main", "same size", "taught by base 1", "DAPT"}
+    assert set(rows["main"]) == {"alone", "base 0", "base 1"} and set(rows["DAPT"]) == {"alone", "base 0"}
+    tests = {name: r["alone"]["test_ppl"] for name, r in rows.items()}
+    assert len(set(tests.values())) == 4  # four different models, none scored twice
+    for name, variant in (("same size", P.same_size_profile(small)),
+                          ("taught by base 1", P.teacher_profile(small))):
+        assert P._main_run_done(variant, "memdec"), name  # trained under its own recipe
+        assert rows[name]["base 1"]["weight"] in small.alpha_grid
+    assert P.full_length_comparison(dataclasses.replace(small, full_length_ablations=False)) == {}
+    P.release_index()

@@ -65,6 +65,39 @@ def beyond_noise(gap: float, noise: float | None, times: float = 3.0) -> bool | 
     return None if noise is None else bool(gap > times * noise)
 
 
+def row_ppl(row: dict[str, Any], field: str = "test_ppl") -> str:
+    """A results-table row's perplexity: 'mean ± std' over its seeds, or the plain number."""
+    std = row.get(f"{field}_std")
+    return f"{row[field]:.2f}" + ("" if std is None else f" ± {std:.2f}")
+
+
+def row_gap(better: dict[str, Any], worse: dict[str, Any], field: str = "test_ppl",
+            times: float = 3.0) -> tuple[float, float | None, str]:
+    """(worse − better, the spread of that gap over seeds or None with one seed, the numbers
+    as text) for two rows of the results table (see core.results.gap_and_spread)."""
+    from ..core.results import gap_and_spread
+
+    gap, noise = gap_and_spread(better, worse, field)
+    limit = "n/a (1 seed)" if noise is None else f"{times * noise:.2f}"
+    return gap, noise, (f"{row_ppl(better, field)} vs {row_ppl(worse, field)}: gap {gap:.2f}, "
+                        f"{times:g} × its spread {limit}")
+
+
+def beats(better: dict[str, Any], worse: dict[str, Any], field: str = "test_ppl",
+          times: float = 3.0) -> tuple[bool | None, str]:
+    """Whether row `better` is lower than row `worse` by more than `times` the seed spread of
+    the gap (None with one seed: the spread is unknown), and the numbers."""
+    gap, noise, text = row_gap(better, worse, field, times)
+    return beyond_noise(gap, noise, times), text
+
+
+def on_par(first: dict[str, Any], second: dict[str, Any], field: str = "test_ppl",
+           times: float = 3.0) -> tuple[bool | None, str]:
+    """Whether two rows are within `times` the seed spread of their gap (None with one seed)."""
+    gap, noise, text = row_gap(first, second, field, times)
+    return (None if noise is None else bool(abs(gap) <= times * noise)), text
+
+
 def is_written_world(profile: Any) -> bool:
     """True on the world the prose was measured on: the shipped `tiny` profile's knobs,
     unchanged (where it runs aside), on a CPU. `MEMDEC_CLAIMS=strict|report` overrides it."""

@@ -1,7 +1,8 @@
 """Lesson 06's variants, derived from the profile (never sized by hand for one world).
 
-Target k's sit around the profile's k, target τ's beside its τ in its grid, datastore sizes are
-fractions of the training tokens, the kNN-LM grid spans powers of 4 up to the largest target k.
+Target k's are the profile's k and a wider vote, target τ's the profile's τ and the next flatter one
+in its grid, datastore sizes are fractions of the training tokens, the kNN-LM grid spans powers of
+4 up to 4 x the largest k of the profile's kNN-LM grid (so it shows what lies past that grid).
 On `tiny` (k 64, τ 3, 80k tokens) they are the values the lesson's prose was written from.
 The planner (`plan.ablation_stages`) costs the same settings the notebook runs.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the KL weight: a property of the method, not of a world
+BETAS = (0.0, 0.5, 1.0)  # the KL weight: plain CE, the paper's mix, pure imitation (a property of
+# the method, not of a world; 0.25 and 0.75 fell between their neighbours on tiny, within the spread)
+K_GRID_REACH = 4  # the kNN-LM grid goes this factor past the largest k of the profile's grid
 TRAIN_FRACTIONS = (0.25, 0.5, 1.0)  # datastore sizes: shares of the training tokens
 QUERY_FRACTION = 4  # the kNN-LM grid runs on 1/4 of the validation positions ...
 MAX_QUERIES = 5000  # ... at most this many (a [queries, largest k] search is held in memory)
@@ -31,24 +34,30 @@ class AblationSettings:
 
 
 def target_ks(profile: Any, keys: int) -> tuple[int, ...]:
-    """Three k's a factor 4 apart around the profile's k: k/4, k, 4k, unless 4k passes the
+    """Two k's a factor 4 apart: the profile's k and the wider vote 4k, unless 4k passes the
     largest k the profile's kNN-LM grid tries, its neighbour cache (targets search k + 1) or
-    the keys; then the three below that cap."""
+    the keys; then the cap and a quarter of it. (k/4 ranked like k on tiny: not trained.)"""
     cap = min(max(*profile.knn_k_grid, profile.k), keys - 1)
     if profile.neighbour_cache_k:
         cap = min(cap, profile.neighbour_cache_k - 1)
     top = max(1, min(4 * profile.k, cap))
-    return tuple(sorted({max(1, top // 16), max(1, top // 4), top}))
+    return tuple(sorted({max(1, top // 4), top}))
 
 
 def target_taus(profile: Any) -> tuple[float, ...]:
-    """The profile's τ with its neighbours in its τ grid (τ/3 or 3τ past the grid's edge)."""
+    """The profile's τ and the next flatter τ of its τ grid (3τ past the grid's edge). (The
+    sharper neighbour ranked like τ on tiny: not trained.)"""
     tau = float(profile.knn_temperature)
     grid = sorted({float(t) for t in profile.knn_temperature_grid} | {tau})
     i = grid.index(tau)
-    below = grid[i - 1] if i > 0 else tau / 3
     above = grid[i + 1] if i + 1 < len(grid) else 3 * tau
-    return (below, tau, above)
+    return (tau, above)
+
+
+def knn_k_reach(profile: Any, target_ks: tuple[int, ...], keys: int) -> int:
+    """The largest k of lesson 06's kNN-LM grid: K_GRID_REACH x the largest k of the profile's
+    kNN-LM grid (and at least the largest target k), at most keys - 1."""
+    return max(1, min(max(K_GRID_REACH * max(profile.knn_k_grid), *target_ks), keys - 1))
 
 
 def k_grid(largest: int) -> tuple[int, ...]:
@@ -76,7 +85,7 @@ def ablation_settings(profile: Any, n_train: int, n_eval: int,
     derived = AblationSettings(
         betas=BETAS, target_ks=ks, target_taus=target_taus(profile),
         train_tokens=tuple(s for s in sizes if s <= n_train),
-        k_grid=k_grid(min(max(ks), n_train)), temperature_grid=temperature_grid(profile),
+        k_grid=k_grid(knn_k_reach(profile, ks, n_train)), temperature_grid=temperature_grid(profile),
         queries=max(1, min(n_eval // QUERY_FRACTION, MAX_QUERIES)))
     names = {f.name for f in fields(AblationSettings)}
     unknown = set(overrides) - names

@@ -231,7 +231,7 @@ def course_stages(w: Workload) -> list[Stage]:
         *targets_stages(w, "kNN targets, every datastore position", "02-03", p.k),
         search_stage(w, "validation kNN targets", "03", e, p.k, disk=e * (6 * p.target_top_m + 2)),
         train_stage(w, "train the Memory Decoder", "03", mem, sequences, p.train_batch_size, evals),
-        *([train_stage(w, "train the Memory Decoder, other seeds (main_seeds)", "04", mem,
+        *([train_stage(w, "train the Memory Decoder, other seeds (main_seeds)", "03", mem,
                        sequences, p.train_batch_size, 0, runs=seeds - 1)] if seeds > 1 else []),
         forward_stage(w, "Memory Decoder log-probs (val, test, general test)", "04", mem,
                       3 * e * seeds),
@@ -244,21 +244,23 @@ def course_stages(w: Workload) -> list[Stage]:
 
 
 def targets_stages(w: Workload, name: str, lesson: str, k: int, settings: int = 1,
-                   first: bool = True) -> list[Stage]:
-    """The kNN targets of every datastore position for `settings` settings of k or τ: a search
-    each; or, with `neighbour_cache_k` > k, the distributions from the cached neighbours (the
-    `first` call searches once for them)."""
+                   first: bool = True, which: int = 0) -> list[Stage]:
+    """The kNN targets of every datastore position (base model `which`'s datastore) for
+    `settings` settings of k or τ: a search each; or, with `neighbour_cache_k` > k, the
+    distributions from the cached neighbours (the `first` call searches once for them)."""
     p, n = w.profile, w.train
     disk = n * (6 * p.target_top_m + 2)  # one setting's ids and probs
     cache = p.neighbour_cache_k or 0
     if cache <= k:
-        return [search_stage(w, name, lesson, n, k + 1, disk=disk, searches=settings)]
+        return [search_stage(w, name, lesson, n, k + 1, disk=disk, searches=settings,
+                             which=which)]
     seconds = settings * n * k * RATES["knn_neighbour"]
     out = [Stage(f"{name} (from the cached neighbours)", lesson, seconds,
                  *w_memory(w, 0.0, n * cache * 8 / 16), settings * disk, "no search")]
     if first:
         out.insert(0, search_stage(w, f"neighbours of every datastore position (k = {cache})",
-                                   lesson, n, cache + 1, disk=n * (cache + 1) * 8))
+                                   lesson, n, cache + 1, disk=n * (cache + 1) * 8,
+                                   which=which))
     return out
 
 
@@ -277,8 +279,8 @@ def ablation_stages(w: Workload, abl: AblationSettings) -> list[Stage]:
     out = [train_stage(w, "ablation trainings (short runs)", "06", mem, sequences,
                        p.ablation_batch_size, 0, runs=runs),
            forward_stage(w, f"ablation runs scored ({runs} x val, test)", "06", mem, 2 * e * runs),
-           train_stage(w, "ablation decoder (all of base 0)", "06", base0, sequences,
-                       p.ablation_batch_size, 0),
+           train_stage(w, "ablation decoders (all of base 0: with the KL term, and DAPT's β 0)",
+                       "06", base0, sequences, p.ablation_batch_size, 0, runs=2),
            train_stage(w, "ablation decoder (one block from scratch)", "06", scratch, sequences,
                        p.ablation_batch_size, 0)]
     for k in other_ks:
@@ -296,6 +298,27 @@ def ablation_stages(w: Workload, abl: AblationSettings) -> list[Stage]:
     out.append(search_stage(w, "kNN-LM grid (k, tau) on validation queries", "06",
                             min(abl.queries, e), max(*abl.k_grid, p.k),
                             temperatures=len(abl.k_grid) * len(abl.temperature_grid)))
+    return out + (full_length_stages(w) if p.full_length_ablations else [])
+
+
+def full_length_stages(w: Workload) -> list[Stage]:
+    """Lesson 06's full-schedule runs (seed 0 each; trained in lesson 05, scored in 06): the
+    same-size decoder (all of base 0, DAPT's schedule, the KL term) and, with a second base
+    model, the decoder taught by the larger base's datastore (its targets first)."""
+    p, e, base0 = w.profile, w.held, w.bases[0]
+    sequences = p.train_steps * p.train_batch_size * p.grad_accum
+    out = [train_stage(w, "same-size decoder (all of base 0, DAPT's schedule)", "05", base0,
+                       sequences, p.train_batch_size, 0),
+           forward_stage(w, "same-size decoder log-probs (val, test, general test)", "06",
+                         base0, 3 * e)]
+    if len(w.bases) > 1:
+        teacher = 1  # base model 1 (the larger one, lesson 05) makes the targets
+        out += targets_stages(w, f"teacher targets from base {teacher}'s datastore", "05", p.k,
+                              which=teacher)
+        out += [train_stage(w, f"decoder taught by base {teacher}", "05", w.memdec, sequences,
+                            p.train_batch_size, 0),
+                forward_stage(w, f"base-{teacher}-taught decoder log-probs (val, test, general)",
+                              "06", w.memdec, 3 * e)]
     return out
 
 

@@ -2,8 +2,9 @@
 torch search on a GPU.
 
 `flat` is exact search (the small profiles); `ivf_flat` searches only the `nprobe` nearest of
-`nlist` k-means cells; `ivfpq` also compresses every key to `pq_code_bytes` bytes (paper scale:
-4096 lists, 64-byte codes, nprobe 32). Keys are never normalized: kNN-LM and Memory Decoder use
+`nlist` k-means cells; `ivfpq` also compresses every key to `pq_code_bytes` bytes (the `gpu`
+profile: 4096 lists, 64-byte codes, nprobe 32 as in kNN-LM's paper; the official Memory Decoder
+scripts use 32-byte codes and nprobe 8). Keys are never normalized: kNN-LM and Memory Decoder use
 plain squared Euclidean distance. On a GPU that holds the fp16 keys, exact torch search
 (core/search.py) replaces faiss whatever `index_type` says.
 """
