@@ -26,7 +26,7 @@ def test_colab_plan_on_a_t4_meets_its_budget():
     profile = load_profile("colab")
     plan = make_plan(profile, T4)
     goal = profile.budget()
-    assert goal == {"minutes": 75, "gpu_gb": 14, "host_gb": 10, "disk_gb": 17}
+    assert goal == {"minutes": 60, "gpu_gb": 14, "host_gb": 10, "disk_gb": 15}
     assert plan.minutes <= goal["minutes"] and plan.gpu_gb <= goal["gpu_gb"]
     assert plan.host_gb <= goal["host_gb"] and plan.disk_gb <= goal["disk_gb"]
     names = [s.name for s in plan.stages]
@@ -65,7 +65,7 @@ def test_auto_picks_colab_on_a_t4(monkeypatch):
 
 
 @pytest.mark.parametrize("gpu,host,disk,speed,why", [(3.0, 12.7, 80, 1, "GPU memory"),
-                                                     (15.8, 12.7, 80, 0.25, "over its budget of 75 min"),
+                                                     (15.8, 12.7, 80, 0.25, "over its budget of 60 min"),
                                                      (15.8, 2.0, 80, 1, "host memory"),
                                                      (15.8, 12.7, 6, 1, "free disk")])
 def test_auto_passes_over_colab_when_its_plan_does_not_fit(monkeypatch, gpu, host, disk, speed,
