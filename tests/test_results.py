@@ -209,3 +209,15 @@ def test_format_table_shows_mean_and_spread_over_seeds():
     assert f"| base 0 + MemDec (3 seeds) | {mem0['weight']:.2f} |" in text
     assert f"{mem0['test_ppl']:.2f} ± {mem0['test_ppl_std']:.2f}" in text
     assert "| base 0 | " in text and "base 0 (3 seeds)" not in text
+
+
+def test_of_seed_gives_one_seeds_own_numbers():
+    from memdec_helpers.core.results import of_seed, seeded_row
+    rows = [{"method": "base + MemDec", "base": 0, "weight": w, "test_best_weight": w, "val_ppl": v,
+             "test_ppl": v, "general_test_ppl": v} for w, v in [(0.8, 68.0), (0.85, 67.0)]]
+    row = seeded_row(rows, [0, 1])
+    assert row["weight"] == pytest.approx(0.825)  # the mean is no seed's choice
+    assert of_seed(row, 1)["weight"] == 0.85 and of_seed(row, 0)["test_ppl"] == 68.0
+    assert of_seed(rows[0], 0) is rows[0]  # a row of one run
+    with pytest.raises(ValueError, match="not 2"):
+        of_seed(row, 2)

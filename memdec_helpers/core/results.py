@@ -101,6 +101,17 @@ def _mean(values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else float(np.mean(values, dtype=np.float64))
 
 
+def of_seed(row: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A row's own numbers for one training seed (weight, perplexities): the row itself when it
+    was not averaged over seeds."""
+    if "per_seed" not in row:
+        return row
+    found = [r for r in row["per_seed"] if r["seed"] == seed]
+    if not found:
+        raise ValueError(f"row {row['method']!r} has seeds {row['seeds']}, not {seed}")
+    return found[0]
+
+
 def seeded_row(rows: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
     """One row from the rows of the same method and base model, one per training seed: the
     mean of each perplexity and weight over seeds, the seeds, each seed's own numbers, and the
